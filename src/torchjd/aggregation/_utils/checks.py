@@ -1,0 +1,157 @@
+"""Input and hyper-parameter validation shared by every aggregator and weighting.
+
+All messages follow one template: they name the parameter, say what was expected and show what
+was found, so that tests can pin them and users can fix the call.
+"""
+
+from __future__ import annotations
+
+import math
+from numbers import Integral, Real
+
+import torch
+from torch import Tensor
+
+
+def check_tensor(value: object, name: str) -> Tensor:
+    """Raise a ``TypeError`` unless ``value`` is a tensor; return it."""
+    if not isinstance(value, Tensor):
+        raise TypeError(
+            f"Parameter `{name}` should be a torch.Tensor. Found type {type(value).__name__}."
+        )
+    return value
+
+
+def check_finite(tensor: Tensor, name: str) -> None:
+    """Raise a ``ValueError`` if ``tensor`` has a NaN or infinite entry.
+
+    On the CPU this is an ordinary check. On accelerators, reading the result would synchronise
+    the host with the device, so a device-side assertion is queued instead: it fails the next
+    synchronising call with this message rather than letting NaN propagate silently.
+    """
+    all_finite = torch.isfinite(tensor).all()
+    message = f"Parameter `{name}` should only contain finite values. Found NaN or inf entries."
+    if tensor.device.type == "cpu":
+        if not bool(all_finite):
+            raise ValueError(message)
+    else:
+        torch._assert_async(all_finite, message)
+
+
+def check_matrix(matrix: object, name: str = "matrix") -> Tensor:
+    """Check that ``matrix`` is a finite 2-D tensor with at least one row and one column."""
+    tensor = check_tensor(matrix, name)
+    if tensor.ndim != 2:
+        raise ValueError(
+            f"Parameter `{name}` should be a tensor of dimension 2 (a matrix). "
+            f"Found `{name}.shape = {tuple(tensor.shape)}`."
+        )
+    if tensor.shape[0] == 0 or tensor.shape[1] == 0:
+        raise ValueError(
+            f"Parameter `{name}` should have at least one row and one column. "
+            f"Found `{name}.shape = {tuple(tensor.shape)}`."
+        )
+    if not (tensor.is_floating_point() or tensor.is_complex()):
+        raise TypeError(
+            f"Parameter `{name}` should have a floating-point dtype. Found `{name}.dtype = "
+            f"{tensor.dtype}`. Convert it first, for example with `{name}.float()`."
+        )
+    check_finite(tensor, name)
+    return tensor
+
+
+def check_gramian(gramian: object, name: str = "gramian") -> Tensor:
+    """Check that ``gramian`` is a finite square matrix with at least one row."""
+    tensor = check_tensor(gramian, name)
+    if tensor.ndim != 2 or tensor.shape[0] != tensor.shape[1]:
+        raise ValueError(
+            f"Parameter `{name}` should be a square matrix of shape [m, m]. "
+            f"Found `{name}.shape = {tuple(tensor.shape)}`."
+        )
+    return check_matrix(tensor, name)
+
+
+def check_vector(vector: object, name: str) -> Tensor:
+    """Check that ``vector`` is a finite 1-D tensor."""
+    tensor = check_tensor(vector, name)
+    if tensor.ndim != 1:
+        raise ValueError(
+            f"Parameter `{name}` should be a 1-dimensional tensor. "
+            f"Found `{name}.shape = {tuple(tensor.shape)}`."
+        )
+    check_finite(tensor, name)
+    return tensor
+
+
+def check_length(vector: Tensor, m: int, name: str, what: str = "the number of rows") -> None:
+    """Check that the 1-D ``vector`` has ``m`` entries, one per objective."""
+    if vector.shape[0] != m:
+        raise ValueError(
+            f"Parameter `{name}` should have {m} entries ({what} of the input). "
+            f"Found `{name}.shape = {tuple(vector.shape)}`."
+        )
+
+
+def _check_real(value: object, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(
+            f"Parameter `{name}` should be a real number. Found {name}={value!r} "
+            f"of type {type(value).__name__}."
+        )
+    result = float(value)
+    if not math.isfinite(result):
+        raise ValueError(f"Parameter `{name}` should be finite. Found {name}={value!r}.")
+    return result
+
+
+def check_non_negative(value: object, name: str) -> float:
+    """Return ``value`` as a float, or raise unless it is a finite number ``>= 0``."""
+    result = _check_real(value, name)
+    if result < 0.0:
+        raise ValueError(f"Parameter `{name}` should be non-negative. Found {name}={value!r}.")
+    return result
+
+
+def check_positive(value: object, name: str) -> float:
+    """Return ``value`` as a float, or raise unless it is a finite number ``> 0``."""
+    result = _check_real(value, name)
+    if result <= 0.0:
+        raise ValueError(f"Parameter `{name}` should be positive. Found {name}={value!r}.")
+    return result
+
+
+def check_in_unit_interval(value: object, name: str) -> float:
+    """Return ``value`` as a float, or raise unless it lies in ``[0, 1]``."""
+    result = _check_real(value, name)
+    if not 0.0 <= result <= 1.0:
+        raise ValueError(f"Parameter `{name}` should be in [0, 1]. Found {name}={value!r}.")
+    return result
+
+
+def _check_int(value: object, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise TypeError(
+            f"Parameter `{name}` should be an integer. Found {name}={value!r} "
+            f"of type {type(value).__name__}."
+        )
+    return int(value)
+
+
+def check_non_negative_int(value: object, name: str) -> int:
+    """Return ``value``, or raise unless it is an integer ``>= 0``."""
+    result = _check_int(value, name)
+    if result < 0:
+        raise ValueError(
+            f"Parameter `{name}` should be a non-negative integer. Found {name}={value!r}."
+        )
+    return result
+
+
+def check_positive_int(value: object, name: str) -> int:
+    """Return ``value``, or raise unless it is an integer ``>= 1``."""
+    result = _check_int(value, name)
+    if result < 1:
+        raise ValueError(
+            f"Parameter `{name}` should be a positive integer. Found {name}={value!r}."
+        )
+    return result

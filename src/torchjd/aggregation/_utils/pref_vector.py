@@ -1,0 +1,20 @@
+"""Turn an optional preference vector into the weighting that produces it."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from torchjd.aggregation._constant import ConstantWeighting
+from torchjd.aggregation._weighting_bases import Weighting
+from torchjd.linalg import Matrix
+
+from .checks import check_vector
+
+
+def pref_vector_to_weighting(
+    pref_vector: Tensor | None, default: Weighting[Matrix]
+) -> Weighting[Matrix]:
+    """Return ``default`` when there is no preference vector, else a constant weighting."""
+    if pref_vector is None:
+        return default
+    return ConstantWeighting(check_vector(pref_vector, "pref_vector"))

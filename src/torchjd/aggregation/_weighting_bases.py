@@ -1,0 +1,75 @@
+"""Base classes of the weightings: a statistic of the Jacobian (itself or its Gramian) → ``[m]``."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+from torch import Tensor, nn
+
+from torchjd.linalg import Matrix, PSDMatrix
+
+from ._utils.checks import check_gramian, check_matrix
+
+_T_contra = TypeVar("_T_contra", bound=Tensor, contravariant=True)
+_U = TypeVar("_U", bound=Tensor)
+
+
+class Weighting(nn.Module, ABC, Generic[_T_contra]):
+    """Maps a statistic of a Jacobian (the matrix ``J`` itself, or its Gramian ``J Jᵀ``) to a
+    vector of ``m`` weights, one per objective.
+
+    Weightings are :class:`torch.nn.Module`: calling one runs its forward hooks, and ``.to()``
+    moves its buffers. ``Weighting[Matrix]`` takes the ``[m, n]`` matrix; ``Weighting[PSDMatrix]``
+    takes the ``[m, m]`` Gramian. A matrix weighting that only looks at the number of rows (such
+    as :class:`~torchjd.aggregation.MeanWeighting`) also works on a Gramian.
+    """
+
+    differentiable = True
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    @abstractmethod
+    def forward(self, stat: _T_contra, /) -> Tensor:
+        """Compute the weights ``[m]`` from the statistic."""
+
+    def __call__(self, stat: _T_contra, /) -> Tensor:
+        """Validate ``stat`` and compute the weights (running the module's hooks)."""
+        self._check_input(stat)
+        result: Tensor = super().__call__(stat)
+        return result
+
+    def _check_input(self, stat: Tensor) -> None:
+        """Subclasses that know their input kind validate it here; the generic base does not."""
+
+    def __lshift__(self, fn: Callable[[_U], _T_contra]) -> Weighting[_U]:
+        """Return the weighting ``x ↦ self(fn(x))``."""
+        return _Composition(self, fn)
+
+
+class _MatrixWeighting(Weighting[Matrix], ABC):
+    """A weighting whose input is a Jacobian matrix ``[m, n]`` (or any matrix with ``m`` rows)."""
+
+    def _check_input(self, stat: Tensor) -> None:
+        check_matrix(stat)
+
+
+class _GramianWeighting(Weighting[PSDMatrix], ABC):
+    """A weighting whose input is the Gramian ``J Jᵀ`` of a Jacobian, of shape ``[m, m]``."""
+
+    def _check_input(self, stat: Tensor) -> None:
+        check_gramian(stat)
+
+
+class _Composition(Weighting[_U]):
+    """The weighting ``x ↦ weighting(fn(x))``; used to build Gramian-based aggregators."""
+
+    def __init__(self, weighting: Weighting[_T_contra], fn: Callable[[_U], _T_contra]) -> None:
+        super().__init__()
+        self.weighting = weighting
+        self.fn = fn
+
+    def forward(self, stat: _U, /) -> Tensor:
+        return self.weighting(self.fn(stat))

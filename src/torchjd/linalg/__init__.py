@@ -1,0 +1,6 @@
+"""Linear-algebra building blocks: phantom matrix types and the dual-cone projectors."""
+
+from ._dual_cone import DualConeProjector
+from ._matrix import Matrix, PSDMatrix
+
+__all__ = ["DualConeProjector", "Matrix", "PSDMatrix"]

@@ -1,0 +1,41 @@
+"""Phantom matrix types and the small Gramian helpers shared by the weightings."""
+
+from __future__ import annotations
+
+from typing import cast
+
+import torch
+from torch import Tensor
+
+
+class Matrix(Tensor):
+    """Static-typing marker for a 2-D tensor ``[m, n]``; never instantiated."""
+
+
+class PSDMatrix(Matrix):
+    """Static-typing marker for a symmetric positive semi-definite ``[m, m]`` tensor."""
+
+
+def compute_gramian(matrix: Tensor) -> PSDMatrix:
+    """Return ``matrix @ matrix.T``, the Gramian of the rows of ``matrix``."""
+    return cast(PSDMatrix, matrix @ matrix.T)
+
+
+def normalize(gramian: Tensor, eps: float) -> Tensor:
+    """Divide ``gramian`` by its trace, or return zeros when the trace is below ``eps``.
+
+    ``torch.where`` (rather than a Python ``if`` on the trace) keeps this free of host
+    synchronisation on accelerators.
+    """
+    trace = gramian.diagonal().sum()
+    large = trace >= eps
+    safe_trace = torch.where(large, trace, torch.ones_like(trace))
+    return torch.where(large, gramian / safe_trace, torch.zeros_like(gramian))
+
+
+def regularize(gramian: Tensor, eps: float) -> Tensor:
+    """Return ``gramian + eps * I``."""
+    if eps == 0.0:
+        return gramian
+    eye = torch.eye(gramian.shape[-1], dtype=gramian.dtype, device=gramian.device)
+    return gramian + eps * eye
