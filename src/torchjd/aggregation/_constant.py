@@ -19,18 +19,19 @@ class ConstantWeighting(_MatrixWeighting):
     tensor([1., 2.])
     """
 
+    # The name used in error messages; a preference vector reuses this class under its own name.
+    _param_name = "weights"
+
     def __init__(self, weights: Tensor) -> None:
         super().__init__()
-        self.weights = check_vector(weights, "weights")
+        self.weights = check_vector(weights, self._param_name)
 
     def forward(self, stat: Tensor, /) -> Tensor:
-        check_length(self.weights, stat.shape[0], "weights")
+        check_length(self.weights, stat.shape[0], self._param_name)
         return self.weights.to(dtype=stat.dtype, device=stat.device)
 
 
 class Constant(WeightedAggregator):
-    weighting: ConstantWeighting
-
     """Combines the rows of the matrix with fixed weights: ``A(J) = Σ_i w_i J_i``.
 
     Args:
@@ -40,6 +41,8 @@ class Constant(WeightedAggregator):
     >>> Constant(torch.tensor([1.0, 2.0]))(torch.tensor([[-4.0, 1.0, 1.0], [6.0, 1.0, 1.0]]))
     tensor([8., 3., 3.])
     """
+
+    weighting: ConstantWeighting
 
     def __init__(self, weights: Tensor) -> None:
         super().__init__(ConstantWeighting(weights))

@@ -2,5 +2,6 @@
 
 from ._dual_cone import DualConeProjector
 from ._matrix import Matrix, PSDMatrix
+from ._projector import ActiveSetProjector
 
-__all__ = ["DualConeProjector", "Matrix", "PSDMatrix"]
+__all__ = ["ActiveSetProjector", "DualConeProjector", "Matrix", "PSDMatrix"]

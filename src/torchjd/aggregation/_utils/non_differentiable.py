@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
+from torch import Tensor
 
 
 class NonDifferentiable:
@@ -17,6 +16,7 @@ class NonDifferentiable:
 
     differentiable = False
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, stat: Tensor, /) -> Tensor:
         with torch.no_grad():
-            return super().__call__(*args, **kwargs)  # type: ignore[misc]
+            result: Tensor = super().__call__(stat)  # type: ignore[misc]
+            return result

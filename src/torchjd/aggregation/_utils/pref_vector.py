@@ -8,7 +8,11 @@ from torchjd.aggregation._constant import ConstantWeighting
 from torchjd.aggregation._weighting_bases import Weighting
 from torchjd.linalg import Matrix
 
-from .checks import check_vector
+
+class _PrefVectorWeighting(ConstantWeighting):
+    """A constant weighting whose errors name the ``pref_vector`` parameter."""
+
+    _param_name = "pref_vector"
 
 
 def pref_vector_to_weighting(
@@ -17,4 +21,4 @@ def pref_vector_to_weighting(
     """Return ``default`` when there is no preference vector, else a constant weighting."""
     if pref_vector is None:
         return default
-    return ConstantWeighting(check_vector(pref_vector, "pref_vector"))
+    return _PrefVectorWeighting(pref_vector)

@@ -1,0 +1,261 @@
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from ._aggregator_bases import GramianWeightedAggregator
+from ._utils.checks import check_non_negative
+from ._utils.non_differentiable import NonDifferentiable
+from ._weighting_bases import _GramianWeighting
+
+# The solver works on the normalised Gramian (trace 1, so every entry is at most 1 in absolute
+# value), in float64: the tolerances below are relative to that scale.
+_COORDINATE_TOL = 1e-12
+"""Barycentric coordinates at or below this value leave the support (Wolfe's algorithm)."""
+_GAP_TOL = 1e-12
+"""Relative optimality gap at which Wolfe's algorithm stops (times ``max_i ‖a_i + τ g₀‖²``)."""
+_ROOT_TOL = 1e-12
+"""Relative tolerance on the equation ``‖d(τ)‖² = (√φ τ)²`` that fixes ``τ``."""
+_FACE_TOL = 1e-10
+"""Tolerance of the check that a closed-form root lies on the current face (certificate)."""
+_MAX_OUTER_ITERATIONS = 200
+"""Cap on the iterations on ``τ`` (each Newton-like step is safeguarded by bisection)."""
+
+_Corral = tuple[list[int], Tensor]
+"""A support (indices of affinely independent rows) and barycentric coordinates on it."""
+
+
+def _affine_coordinates(gramian: Tensor, b: Tensor, support: list[int]) -> tuple[Tensor, Tensor]:
+    """Return ``(origin, slope)``: ``origin − τ·slope`` are the barycentric coordinates of the
+    point of the affine hull of ``{a_i : i ∈ support}`` closest to ``−τ g₀``, for every ``τ``.
+
+    ``origin`` gives the point ``q`` of the hull closest to 0 and ``slope`` (summing to 0) gives
+    ``h``, the projection of ``g₀`` on the directions of the hull. Both solve the bordered system
+    ``[[G_SS, 1], [1ᵀ, 0]] [x; ν] = rhs``, which is invertible for affinely independent points.
+    """
+    k = len(support)
+    index = torch.tensor(support)
+    system = gramian.new_zeros(k + 1, k + 1)
+    system[:k, :k] = gramian[index][:, index]
+    system[:k, k] = 1.0
+    system[k, :k] = 1.0
+    rhs = gramian.new_zeros(k + 1, 2)
+    rhs[k, 0] = 1.0
+    rhs[:k, 1] = b[index]
+    solution = torch.linalg.solve(system, rhs)
+    return solution[:k, 0], solution[:k, 1]
+
+
+def _minor_cycle(gramian: Tensor, b: Tensor, tau: float, corral: _Corral) -> _Corral:
+    """Move from ``corral`` towards the point of its affine hull closest to ``−τ g₀``, dropping
+    the rows whose coordinate vanishes, until that point has positive coordinates.
+    """
+    support, coords = corral
+    while True:
+        origin, slope = _affine_coordinates(gramian, b, support)
+        target = origin - tau * slope
+        leaving = target <= _COORDINATE_TOL
+        if not bool(leaving.any()):
+            return support, target
+        ratios = torch.where(leaving, coords / (coords - target), math.inf)
+        first = int(ratios.argmin())
+        coords = coords + float(ratios[first]) * (target - coords)
+        coords[first] = 0.0
+        kept = coords > _COORDINATE_TOL
+        support = [i for i, keep in zip(support, kept.tolist(), strict=True) if keep]
+        coords = coords[kept] / coords[kept].sum()
+
+
+def _project(gramian: Tensor, b: Tensor, tau: float, gamma: float, corral: _Corral) -> _Corral:
+    """Project ``−τ g₀`` onto the convex hull of the rows ``a_i`` with Wolfe's min-norm-point
+    algorithm (on the points ``a_i + τ g₀``), warm-started from ``corral``.
+
+    Each major iteration adds the row that most violates the optimality condition
+    ``⟨d + τ g₀, a_i − d⟩ ≥ 0``, moves to the best point of the segment towards it, then runs the
+    minor cycle. The distance to ``−τ g₀`` strictly decreases and each iteration ends on a new
+    affinely independent support, so the algorithm is finite.
+    """
+    scale = float((gramian.diagonal() + 2.0 * tau * b).max()) + tau * tau * gamma
+    support, coords = corral
+    for _ in range(50 * gramian.shape[0] + 50):
+        support, coords = _minor_cycle(gramian, b, tau, (support, coords))
+        index = torch.tensor(support)
+        inner = gramian[:, index] @ coords  # ⟨a_i, d⟩
+        shifted = inner + tau * b  # ⟨a_i, d + τ g₀⟩
+        current = float(coords @ shifted[index])  # ⟨d, d + τ g₀⟩
+        j = int(shifted.argmin())
+        gap = current - float(shifted[j])
+        if gap <= _GAP_TOL * scale or j in support:
+            return support, coords
+        squared_norm = float(coords @ inner[index])
+        step = min(1.0, gap / (float(gramian[j, j]) - 2.0 * float(inner[j]) + squared_norm))
+        if step >= 1.0:
+            support, coords = [j], gramian.new_ones(1)
+        else:
+            support = [*support, j]
+            coords = torch.cat([(1.0 - step) * coords, coords.new_full((1,), step)])
+    raise RuntimeError("CAGrad: Wolfe's algorithm did not converge (numerical breakdown).")
+
+
+def _is_projection(gramian: Tensor, b: Tensor, tau: float, gamma: float, corral: _Corral) -> bool:
+    """Whether ``corral`` gives the projection of ``−τ g₀`` onto the hull (KKT certificate)."""
+    support, coords = corral
+    if float(coords.min()) < -_FACE_TOL:
+        return False
+    index = torch.tensor(support)
+    shifted = gramian[:, index] @ coords + tau * b
+    gap = float(coords @ shifted[index]) - float(shifted.min())
+    scale = float((gramian.diagonal() + 2.0 * tau * b).max()) + tau * tau * gamma
+    return gap <= _FACE_TOL * scale
+
+
+def _solve(gramian: Tensor, b: Tensor, gamma: float, sqrt_phi: float) -> Tensor:
+    """Return ``w* = argmin_{w ∈ Δ} bᵀw + √φ ‖Aᵀw‖`` for the normalised float64 ``gramian``.
+
+    The minimiser ``d* = Aᵀw*`` is the projection of ``−τ* g₀`` onto the convex hull of the rows,
+    where ``τ* ≥ 0`` solves ``‖d(τ)‖ = √φ τ`` (the optimality condition of the problem
+    ``⟨g₀ + √φ d*/‖d*‖, a_i − d*⟩ ≥ 0`` is that of the projection). ``‖d(τ)‖/τ`` is
+    non-increasing, so ``τ*`` is bracketed. While the projection stays on one face of the hull,
+    ``d(τ) = q − τ h`` is affine and the equation is solved in closed form:
+    ``τ = ‖q‖ / sqrt(φ − ‖h‖²)``. That root is accepted when the optimality conditions hold
+    there; otherwise the projection is recomputed at the root (or at the middle of the bracket).
+    """
+    s2 = sqrt_phi * sqrt_phi
+    lower, upper = 0.0, math.sqrt(float(gramian.diagonal().max())) / sqrt_phi
+    tau = min(math.sqrt(gamma) / sqrt_phi, upper)
+    corral: _Corral = ([int((gramian.diagonal() + 2.0 * tau * b).argmin())], gramian.new_ones(1))
+    for _ in range(_MAX_OUTER_ITERATIONS):
+        corral = _project(gramian, b, tau, gamma, corral)
+        support, coords = corral
+        index = torch.tensor(support)
+        face = gramian[index][:, index]
+        squared_norm = float(coords @ face @ coords)
+        if abs(squared_norm - s2 * tau * tau) <= _ROOT_TOL * s2 * tau * tau:
+            break
+        if squared_norm > s2 * tau * tau:
+            lower = tau
+        else:
+            upper = tau
+        origin, slope = _affine_coordinates(gramian, b, support)
+        h2 = max(float(b[index] @ slope), 0.0)
+        root = math.inf
+        if h2 < s2:
+            root = math.sqrt(max(float(origin @ face @ origin), 0.0) / (s2 - h2))
+            candidate = (support, origin - root * slope)
+            if _is_projection(gramian, b, root, gamma, candidate):
+                corral = candidate
+                break
+        tau = root if lower < root < upper else 0.5 * (lower + upper)
+    else:
+        raise RuntimeError("CAGrad: the solver did not converge (numerical breakdown).")
+    support, coords = corral
+    weights = gramian.new_zeros(gramian.shape[0])
+    weights[torch.tensor(support)] = coords.clamp(min=0.0)
+    return weights / weights.sum()
+
+
+class CAGradWeighting(NonDifferentiable, _GramianWeighting):
+    """Computes the weights of CAGrad (Conflict-Averse Gradient descent) from the Gramian.
+
+    Let ``Ĝ = G / tr(G)`` (the zero matrix if ``tr(G) < norm_eps``), ``A`` any factor with
+    ``A Aᵀ = Ĝ`` (its rows ``a_i`` are the normalised gradients), ``g₀ = Aᵀ 1/m`` their mean and
+    ``√φ = c ‖g₀‖``. CAGrad looks for the update ``d`` of the ball ``‖d − g₀‖ ≤ √φ`` that
+    maximises ``min_i ⟨a_i, d⟩``. Its dual is
+
+    ``min_{w ∈ Δ} (A g₀)ᵀ w + √φ ‖Aᵀ w‖``, i.e. ``min_{w ∈ Δ} bᵀw + √φ sqrt(wᵀĜw)`` with
+    ``b = Ĝ 1/m``,
+
+    over the simplex ``Δ``, and the update is ``d = g₀ + √φ Aᵀw* / ‖Aᵀw*‖``. The weights are
+    therefore ``1/m + (√φ / ‖Aᵀw*‖) w*``. They are zeros when ``‖Aᵀw*‖ < norm_eps``: the
+    minimiser is then (almost) the zero vector, which happens when a convex combination of the
+    rows (almost) vanishes and ``c ≥ 1``, and the direction ``Aᵀw* / ‖Aᵀw*‖`` is undefined. They
+    are ``1/m`` when ``√φ = 0`` (``c = 0``, or rows of zero mean) and zeros when
+    ``tr(G) < norm_eps``.
+
+    The dual is solved exactly (to float64 precision), not by a fixed number of first-order
+    steps: ``Aᵀw*`` is the projection of ``−τ g₀`` onto the convex hull of the rows, for the
+    ``τ`` at which its norm is ``√φ τ``. Each projection is computed by Wolfe's finite active-set
+    method, and ``τ`` is found in closed form on the face of the hull where the projection lies,
+    safeguarded by bisection. The optimality conditions are checked before returning. The solver
+    runs in float64 on the CPU (one transfer of the ``[m, m]`` Gramian); the weights have the
+    Gramian's dtype and device. Its iterations are bounded: a ``RuntimeError`` reports a
+    non-convergence, which only a numerical breakdown can cause. Non-differentiable: the output
+    carries no autograd graph.
+
+    Reference: Liu et al., *Conflict-Averse Gradient Descent for Multi-task Learning*, NeurIPS
+    2021 (Algorithm 1 and its dual, Eq. 4 of the supplementary material).
+
+    Args:
+        c: The radius factor ``c ≥ 0`` of the ball around the mean gradient. ``c = 0`` gives
+            the mean.
+        norm_eps: The threshold ``≥ 0`` on the trace of ``G`` and on ``‖Aᵀw*‖`` below which the
+            weights are zeros. Default: ``0.0001``.
+
+    >>> import torch
+    >>> CAGradWeighting(c=0.5)(torch.tensor([[18.0, -22.0], [-22.0, 38.0]]))
+    tensor([0.7041, 0.5000])
+    """
+
+    def __init__(self, c: float, norm_eps: float = 0.0001) -> None:
+        super().__init__()
+        self.c = check_non_negative(c, "c")
+        self.norm_eps = check_non_negative(norm_eps, "norm_eps")
+
+    def forward(self, stat: Tensor, /) -> Tensor:
+        m = stat.shape[0]
+        gramian = stat.detach().to(device="cpu", dtype=torch.float64)
+        trace = float(gramian.diagonal().sum())
+        if trace < self.norm_eps or trace <= 0.0:
+            return torch.zeros(m, dtype=stat.dtype, device=stat.device)
+        gramian = gramian / trace
+        uniform = gramian.new_full((m,), 1.0 / m)
+        b = gramian @ uniform  # ⟨a_i, g₀⟩
+        gamma = max(float(uniform @ b), 0.0)  # ‖g₀‖²
+        sqrt_phi = self.c * math.sqrt(gamma)
+        weights = uniform
+        if sqrt_phi > 0.0:
+            w = _solve(gramian, b, gamma, sqrt_phi)
+            norm = math.sqrt(max(float(w @ gramian @ w), 0.0))  # ‖Aᵀw*‖
+            if norm >= self.norm_eps and norm > 0.0:
+                weights = uniform + (sqrt_phi / norm) * w
+            else:
+                weights = torch.zeros_like(uniform)
+        return weights.to(dtype=stat.dtype, device=stat.device)
+
+
+class CAGrad(NonDifferentiable, GramianWeightedAggregator):
+    """Returns the CAGrad update: the vector of the ball of radius ``c‖g₀‖`` around the mean
+    gradient ``g₀`` that maximises the smallest inner product with the rows.
+
+    The rows are first normalised by ``sqrt(tr(J Jᵀ))``, so the update is positively
+    homogeneous in ``J``. The weights only depend on ``J Jᵀ`` (see :class:`CAGradWeighting`,
+    which also describes the exact solver and the zero-weight cases). ``c = 0`` gives the mean;
+    with ``c ≥ 1`` the update is non-conflicting (``J A(J) ≥ 0``). The output does not require
+    grad.
+
+    Reference: Liu et al., *Conflict-Averse Gradient Descent for Multi-task Learning*, NeurIPS
+    2021.
+
+    Args:
+        c: The radius factor ``c ≥ 0`` of the ball around the mean gradient.
+        norm_eps: The threshold ``≥ 0`` below which the weights are zeros (see
+            :class:`CAGradWeighting`). Default: ``0.0001``.
+
+    >>> import torch
+    >>> CAGrad(c=0.5)(torch.tensor([[-4.0, 1.0, 1.0], [6.0, 1.0, 1.0]]))
+    tensor([0.1835, 1.2041, 1.2041])
+    """
+
+    gramian_weighting: CAGradWeighting
+
+    def __init__(self, c: float, norm_eps: float = 0.0001) -> None:
+        super().__init__(CAGradWeighting(c, norm_eps))
+
+    def __repr__(self) -> str:
+        weighting = self.gramian_weighting
+        return f"{type(self).__name__}(c={weighting.c!r}, norm_eps={weighting.norm_eps!r})"
+
+    def __str__(self) -> str:
+        return f"{type(self).__name__}{self.gramian_weighting.c}".removesuffix(".0")

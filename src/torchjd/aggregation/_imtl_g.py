@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ._aggregator_bases import GramianWeightedAggregator
+from ._utils.non_differentiable import NonDifferentiable
+from ._weighting_bases import _GramianWeighting
+
+_SUM_EPS = 1e-12
+"""Below this absolute value, the sum of the unnormalised weights is treated as zero."""
+
+
+class IMTLGWeighting(NonDifferentiable, _GramianWeighting):
+    """Weights giving an update with equal projections onto every unit-normalised row.
+
+    With ``d = sqrt(diag(G))`` (the row norms), ``v = G⁺ d`` (``G⁺`` the Moore–Penrose
+    pseudo-inverse) and ``w = v / Σ_i v_i``. When ``|Σ_i v_i| < 1e-12`` (for instance for a zero
+    matrix), the weights are zeros.
+
+    For linearly independent rows, ``G w = d / Σ_i v_i``, so the update ``Jᵀw`` has the same inner
+    product with every unit-normalised row ``g_i / ‖g_i‖``. The pseudo-inverse extends this to
+    linearly dependent rows. Non-differentiable: the output carries no autograd graph.
+
+    Reference: Liu et al., *Towards Impartial Multi-task Learning*, ICLR 2021 (IMTL-G, the
+    gradient balancing part), generalised to linearly dependent rows.
+
+    >>> import torch
+    >>> IMTLGWeighting()(torch.tensor([[18.0, -22.0], [-22.0, 38.0]]))
+    tensor([0.5923, 0.4077])
+    """
+
+    def forward(self, stat: Tensor, /) -> Tensor:
+        norms = stat.diagonal().sqrt()
+        v = torch.linalg.pinv(stat) @ norms
+        v_sum = v.sum()
+        # torch.where rather than a Python `if`: no host synchronisation on accelerators.
+        is_zero = v_sum.abs() < _SUM_EPS
+        safe_sum = torch.where(is_zero, torch.ones_like(v_sum), v_sum)
+        return torch.where(is_zero, torch.zeros_like(v), v / safe_sum)
+
+
+class IMTLG(NonDifferentiable, GramianWeightedAggregator):
+    """Returns the combination of the rows with equal projections onto every unit-normalised row:
+    ``A(J) = Jᵀw`` with the weights of :class:`IMTLGWeighting`.
+
+    Non-differentiable: the output carries no autograd graph.
+
+    Reference: Liu et al., *Towards Impartial Multi-task Learning*, ICLR 2021.
+
+    >>> import torch
+    >>> IMTLG()(torch.tensor([[-4.0, 1.0, 1.0], [6.0, 1.0, 1.0]]))
+    tensor([0.0767, 1.0000, 1.0000])
+    """
+
+    def __init__(self) -> None:
+        super().__init__(IMTLGWeighting())

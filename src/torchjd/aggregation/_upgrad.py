@@ -1,0 +1,106 @@
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from torchjd.linalg import DualConeProjector, PSDMatrix
+
+from ._aggregator_bases import GramianWeightedAggregator
+from ._mean import MeanWeighting
+from ._utils.non_differentiable import NonDifferentiable
+from ._utils.pref_vector import pref_vector_to_weighting
+from ._utils.projector import make_projector
+from ._utils.str import pref_suffix
+from ._weighting_bases import _GramianWeighting
+
+
+class UPGradWeighting(NonDifferentiable, _GramianWeighting):
+    r"""The weights of :class:`UPGrad`, computed from the Gramian ``G = J Jᵀ``.
+
+    With the preference weights ``u`` (``1/m`` each by default), each ``u_i e_i`` is projected:
+    ``v⁽ⁱ⁾ = argmin_{v ≥ u_i e_i} vᵀ G v``, so that ``Jᵀ v⁽ⁱ⁾`` is the projection of ``u_i g_i``
+    onto the dual cone of the rows of ``J``. The weights are ``Σ_i v⁽ⁱ⁾``.
+
+    Args:
+        pref_vector: The preference weights ``u`` ``[m]``. Defaults to ``1/m`` each.
+        norm_eps: Below this trace, the Gramian is treated as zero. Defaults to ``1e-4``.
+        reg_eps: The multiple of the identity added to the trace-normalised Gramian, which makes
+            each projection a strictly convex problem. Defaults to ``1e-4``.
+        solver: The solver of the default projector; only ``"active_set"`` (exact,
+            torch-native, batched) exists.
+        projector: A custom :class:`~torchjd.linalg.DualConeProjector`, instead of the default
+            :class:`~torchjd.linalg.ActiveSetProjector` built from ``norm_eps`` and ``reg_eps``.
+
+    Example:
+        >>> import torch
+        >>> G = torch.tensor([[18.0, -22.0], [-22.0, 38.0]])
+        >>> UPGradWeighting()(G)
+        tensor([1.1109, 0.7894])
+    """
+
+    def __init__(
+        self,
+        pref_vector: Tensor | None = None,
+        norm_eps: float = 0.0001,
+        reg_eps: float = 0.0001,
+        solver: str = "active_set",
+        *,
+        projector: DualConeProjector | None = None,
+    ) -> None:
+        super().__init__()
+        self.weighting = pref_vector_to_weighting(pref_vector, MeanWeighting())
+        self.pref_vector = pref_vector
+        self.projector = make_projector(norm_eps, reg_eps, solver, projector)
+
+    def forward(self, stat: PSDMatrix, /) -> Tensor:
+        u = self.weighting(stat)
+        return self.projector(torch.diag(u), stat).sum(dim=0)
+
+    def extra_repr(self) -> str:
+        return f"pref_vector={self.pref_vector!r}, projector={self.projector!r}"
+
+
+class UPGrad(NonDifferentiable, GramianWeightedAggregator):
+    r"""Unconflicting Projection of Gradients (UPGrad), from *Jacobian Descent For
+    Multi-Objective Optimization* (Quinton & Rey, 2024, Section 2.3).
+
+    Each row ``g_i`` of ``J``, scaled by its preference weight (``1/m`` by default), is projected
+    onto the dual cone ``{x : J x ≥ 0}`` of the rows, and the projections are summed. The result
+    conflicts with no row (``J @ UPGrad(J) ≥ 0``), is linear under positive scaling of the rows,
+    and equals the mean of the rows when no two rows conflict. The projections are solved
+    exactly, all at once, in the Gramian (see :class:`UPGradWeighting`).
+
+    Args:
+        pref_vector: The preference weights ``[m]``. Defaults to ``1/m`` each.
+        norm_eps: Below this trace, the Gramian is treated as zero. Defaults to ``1e-4``.
+        reg_eps: The multiple of the identity added to the trace-normalised Gramian. Defaults
+            to ``1e-4``.
+        solver: The solver of the default projector; only ``"active_set"`` exists.
+        projector: A custom :class:`~torchjd.linalg.DualConeProjector`.
+
+    Example:
+        >>> import torch
+        >>> UPGrad()(torch.tensor([[-1.0, 1.0], [2.0, 4.0]]))
+        tensor([0.5000, 2.5000])
+    """
+
+    gramian_weighting: UPGradWeighting
+
+    def __init__(
+        self,
+        pref_vector: Tensor | None = None,
+        norm_eps: float = 0.0001,
+        reg_eps: float = 0.0001,
+        solver: str = "active_set",
+        *,
+        projector: DualConeProjector | None = None,
+    ) -> None:
+        super().__init__(
+            UPGradWeighting(pref_vector, norm_eps, reg_eps, solver, projector=projector)
+        )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.gramian_weighting.extra_repr()})"
+
+    def __str__(self) -> str:
+        return f"{type(self).__name__}{pref_suffix(self.gramian_weighting.pref_vector)}"

@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+from typing import cast
+
+import numpy as np
+import pytest
+import torch
+from torch import Tensor
+from torch.testing import assert_close
+
+from settings import DTYPE
+from torchjd.aggregation import IMTLG, IMTLGWeighting
+from torchjd.linalg import PSDMatrix
+from utils.tensors import randn_, tensor_, zeros_
+
+
+def _psd(x: Tensor) -> PSDMatrix:
+    return cast(PSDMatrix, x)
+
+
+J_BASE = [[-4.0, 1.0, 1.0], [6.0, 1.0, 1.0]]
+TOL = 1e-4 if torch.float32 == DTYPE else 1e-9
+
+
+def test_reference_values() -> None:
+    J = tensor_(J_BASE)
+    assert_close(IMTLG()(J), tensor_([0.0767, 1.0, 1.0]), atol=1e-4, rtol=0)
+    assert_close(IMTLGWeighting()(_psd(J @ J.T)), tensor_([0.5923, 0.4077]), atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize(("m", "n"), [(1, 3), (3, 5), (5, 2), (6, 6), (10, 4)])
+def test_matches_numpy_pseudo_inverse(m: int, n: int) -> None:
+    J = randn_(m, n)
+    G = J @ J.T
+    G_np = G.cpu().double().numpy()
+    # Same relative cutoff as torch.linalg.pinv: m · eps of the test dtype.
+    rcond = m * torch.finfo(DTYPE).eps
+    v = np.linalg.pinv(G_np, rcond=rcond, hermitian=True) @ np.sqrt(np.diag(G_np))
+    expected = v / v.sum()
+    weights = IMTLGWeighting()(_psd(G))
+    assert_close(weights.cpu().double(), torch.from_numpy(expected), atol=TOL, rtol=TOL)
+
+
+@pytest.mark.parametrize(("m", "n"), [(2, 3), (4, 4), (5, 9)])
+def test_equal_projections_on_unit_rows(m: int, n: int) -> None:
+    # Full row rank: ⟨Jᵀw, g_i/‖g_i‖⟩ is the same for every row i.
+    J = randn_(m, n)
+    update = IMTLG()(J)
+    projections = (J @ update) / J.norm(dim=1)
+    assert_close(projections, projections[0].expand(m), atol=TOL, rtol=TOL)
+
+
+def test_weights_sum_to_one() -> None:
+    J = randn_(6, 3)
+    weights = IMTLGWeighting()(_psd(J @ J.T))
+    assert_close(weights.sum(), tensor_(1.0), atol=TOL, rtol=0)
+
+
+def test_zero_matrix_gives_zero_weights() -> None:
+    assert_close(IMTLGWeighting()(_psd(zeros_(3, 3))), zeros_(3))
+    assert_close(IMTLG()(zeros_(3, 4)), zeros_(4))
+
+
+def test_opposite_rows_give_zero_weights() -> None:
+    # pinv(G) d = 0, so Σv = 0: the zero case, not a division by zero.
+    J = tensor_([[1.0, 2.0], [-1.0, -2.0]])
+    weights = IMTLGWeighting()(_psd(J @ J.T))
+    assert bool(torch.isfinite(weights).all())
+    assert_close(weights, zeros_(2))
+
+
+def test_linearly_dependent_rows() -> None:
+    J = tensor_([[0.3, 2.7, 1.1], [-0.3, -2.7, -1.1], [1.0, 0.0, 0.0]])
+    G = J @ J.T
+    G_np = G.cpu().double().numpy()
+    v = np.linalg.pinv(G_np) @ np.sqrt(np.diag(G_np))
+    assert_close(
+        IMTLGWeighting()(_psd(G)).cpu().double(), torch.from_numpy(v / v.sum()), atol=TOL, rtol=0
+    )
+
+
+def test_is_not_differentiable() -> None:
+    J = randn_(3, 4).requires_grad_()
+    assert not IMTLG()(J).requires_grad
+    assert not IMTLGWeighting()(_psd(J @ J.T)).requires_grad
+    assert not IMTLG.differentiable
+    assert not IMTLGWeighting.differentiable
+
+
+def test_repr_and_str() -> None:
+    assert repr(IMTLG()) == "IMTLG()"
+    assert str(IMTLG()) == "IMTLG"
+    assert repr(IMTLGWeighting()) == "IMTLGWeighting()"

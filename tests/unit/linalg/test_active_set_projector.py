@@ -1,0 +1,306 @@
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import torch
+from torch import Tensor
+
+import torchjd.linalg._active_set as active_set
+from settings import DEVICE, DTYPE
+from torchjd.linalg import ActiveSetProjector
+from utils.qp_reference import gramian_norm_error, project_reference, regularized_gramian
+
+# The issue asks for 1e-6 (float64) and 1e-4 (float32) relative to a float64 reference. The
+# solver does better: in float32 the free sets are confirmed in float64 (see `_active_set.py`),
+# so the only error left is the final rounding to float32 (~6e-8).
+WEIGHT_RTOL = 1e-9 if torch.float64 == DTYPE else 1e-6
+GRAMIAN_RTOL = 1e-9 if torch.float64 == DTYPE else 1e-6
+
+def _generator(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _normal(m: int, n: int, seed: int) -> Tensor:
+    return torch.randn(m, n, generator=_generator(seed), dtype=torch.float64)
+
+
+def _low_rank(m: int, rank: int, seed: int) -> Tensor:
+    g = _generator(seed)
+    left = torch.randn(m, rank, generator=g, dtype=torch.float64)
+    return left @ torch.randn(rank, 40, generator=g, dtype=torch.float64)
+
+
+def _near_zero_row(m: int, seed: int) -> Tensor:
+    J = _normal(m, 30, seed)
+    J[1] *= 1e-8
+    return J
+
+
+def _duplicated(m: int, seed: int) -> Tensor:
+    J = _normal(m // 2, 30, seed)
+    return torch.cat([J, J, J[:1]])
+
+
+def _opposed(m: int, seed: int) -> Tensor:
+    # Rows spread around a cone with some nearly opposite pairs: many strong conflicts.
+    J = _normal(m, 8, seed)
+    return torch.cat([J[: m // 2], -0.9 * J[: m // 2] + 0.1 * J[m // 2 :]])
+
+
+def _power_law(m: int, seed: int) -> Tensor:
+    return _normal(m, 60, seed) * torch.logspace(-3, 3, m, dtype=torch.float64).unsqueeze(1)
+
+
+def _dominant_mean(m: int, seed: int) -> Tensor:
+    return _normal(m, 20, seed) + 5.0 * _normal(1, 20, seed + 1)
+
+
+JACOBIANS: dict[str, Callable[[], Tensor]] = {
+    "m1": lambda: _normal(1, 5, 0),
+    "m2": lambda: _normal(2, 3, 1),
+    "m5_full": lambda: _normal(5, 7, 2),
+    "m16_wide": lambda: _normal(16, 1000, 3),
+    "m32_rank2": lambda: _low_rank(32, 2, 4),
+    "m32_rank10": lambda: _low_rank(32, 10, 5),
+    "m64_near_zero_row": lambda: _near_zero_row(64, 6),
+    "m41_duplicated": lambda: _duplicated(40, 7),
+    "m48_opposed": lambda: _opposed(48, 8),
+    "m64_power_law": lambda: _power_law(64, 9),
+    "m64_dominant_mean": lambda: _dominant_mean(64, 10),
+    "m128_rank5": lambda: _low_rank(128, 5, 11),
+    "m128_wide": lambda: _normal(128, 3000, 12),
+    "m256": lambda: _normal(256, 300, 13),
+}
+SCALES = [1e-10, 1e-3, 1.0, 1e5, 1e15]
+
+
+def _upgrad_rows(m: int, seed: int, k: int = 24) -> Tensor:
+    """At most ``k`` of the vectors ``e_i / m`` that UPGrad projects (all of them if m ≤ k)."""
+    rows = torch.randperm(m, generator=_generator(seed))[:k]
+    return torch.eye(m, dtype=torch.float64)[rows] / m
+
+
+def _other_rows(m: int, seed: int) -> Tensor:
+    """A DualProj-like mean vector, a random positive vector and a vector of mixed signs."""
+    g = _generator(seed)
+    return torch.stack(
+        [
+            torch.full((m,), 1.0 / m, dtype=torch.float64),
+            torch.rand(m, generator=g, dtype=torch.float64),
+            torch.randn(m, generator=g, dtype=torch.float64),
+        ]
+    )
+
+
+def _check_against_reference(J: Tensor, U: Tensor, projector: ActiveSetProjector) -> None:
+    G = (J @ J.T).to(device=DEVICE, dtype=DTYPE)
+    V = projector(U.to(device=DEVICE, dtype=DTYPE), G)
+    assert V.dtype == DTYPE
+    assert V.device == G.device
+    G_hat = regularized_gramian(G, projector.norm_eps, projector.reg_eps)
+    V_ref = project_reference(U, G_hat)
+    V64 = V.to("cpu", torch.float64)
+    weight_error = float((V64 - V_ref).norm() / V_ref.norm().clamp(min=1e-300))
+    assert gramian_norm_error(V64, V_ref, G_hat, U) <= GRAMIAN_RTOL
+    if torch.float64 == DTYPE:
+        assert weight_error <= WEIGHT_RTOL
+
+
+@pytest.mark.parametrize("name", list(JACOBIANS))
+def test_upgrad_projections_match_reference(name: str) -> None:
+    J = JACOBIANS[name]()
+    _check_against_reference(J, _upgrad_rows(J.shape[0], seed=1), ActiveSetProjector())
+
+
+@pytest.mark.parametrize("name", list(JACOBIANS))
+def test_other_projections_match_reference(name: str) -> None:
+    J = JACOBIANS[name]()
+    _check_against_reference(J, _other_rows(J.shape[0], seed=2), ActiveSetProjector())
+
+
+@pytest.mark.parametrize("scale", SCALES)
+@pytest.mark.parametrize("name", ["m5_full", "m32_rank10", "m48_opposed"])
+def test_scaled_projections_match_reference(name: str, scale: float) -> None:
+    J = JACOBIANS[name]() * scale
+    if torch.float32 == DTYPE and scale >= 1e15:
+        J = J * 1e-3  # keep the Gramian within float32's range (~3e38)
+    _check_against_reference(J, _upgrad_rows(J.shape[0], seed=3), ActiveSetProjector())
+
+
+@pytest.mark.parametrize("name", ["m2", "m5_full", "m16_wide", "m128_wide"])
+def test_unregularized_projections_match_reference(name: str) -> None:
+    """Without regularisation the problem is the exact one of the paper (full-rank J here)."""
+    J = JACOBIANS[name]()
+    projector = ActiveSetProjector(norm_eps=0.0, reg_eps=0.0)
+    _check_against_reference(J, _upgrad_rows(J.shape[0], seed=4), projector)
+
+
+@pytest.mark.parametrize("name", list(JACOBIANS))
+def test_kkt_conditions(name: str) -> None:
+    """``v ≥ u``, ``Ĝ v ≥ 0`` and ``(v − u) ⊙ Ĝ v = 0``, up to rounding."""
+    J = JACOBIANS[name]().to(device=DEVICE, dtype=DTYPE)
+    m = J.shape[0]
+    U = torch.diag(torch.full((m,), 1.0 / m, device=DEVICE, dtype=DTYPE))
+    G = J @ J.T
+    V = ActiveSetProjector()(U, G)
+    G_hat = regularized_gramian(G, 1e-4, 1e-4).to(device=DEVICE, dtype=DTYPE)
+    y = V @ G_hat
+    eps = torch.finfo(DTYPE).eps
+    tol = 100 * m**0.5 * eps * float(G_hat.diagonal().max()) * float(V.abs().max())
+    assert float((U - V).max()) <= 100 * eps * float(V.abs().max())
+    assert float(y.min()) >= -tol
+    assert float(((V - U) * y).abs().max()) <= tol * float(V.abs().max())
+
+
+def test_exact_non_conflict_without_regularization() -> None:
+    """With ``reg_eps = 0`` every projected vector conflicts with no row of J."""
+    J = _normal(24, 50, 20).to(device=DEVICE, dtype=DTYPE)
+    G = J @ J.T
+    U = torch.diag(torch.full((24,), 1.0 / 24, device=DEVICE, dtype=DTYPE))
+    V = ActiveSetProjector(norm_eps=0.0, reg_eps=0.0)(U, G)
+    products = J @ (V @ J).T  # [objective j, projection i]
+    scale = float(J.norm(dim=1).max() * (V @ J).norm(dim=1).max())
+    assert float(products.min()) >= -1e-6 * scale
+
+
+def test_regularization_bounds_the_conflict() -> None:
+    """With ``reg_eps > 0``, ``(G v)_j ≥ −reg_eps · trace(G) · v_j``: the documented bound."""
+    J = _opposed(48, 21).to(device=DEVICE, dtype=DTYPE)
+    G = J @ J.T
+    U = torch.diag(torch.full((48,), 1.0 / 48, device=DEVICE, dtype=DTYPE))
+    V = ActiveSetProjector(reg_eps=1e-3)(U, G)
+    bound = -1e-3 * G.trace() * V
+    slack = 1e-4 * float(G.trace()) * float(V.abs().max())
+    assert float((V @ G - bound).min()) >= -slack
+    # The bound is not vacuous: some constraints are active and do conflict a little.
+    assert float((V @ G).min()) < 0.0
+
+
+def test_conflict_free_rows_need_no_solve(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    original = active_set._solve_compact
+
+    def counting(G: Tensor, c: Tensor, F: Tensor) -> Tensor:
+        calls.append(F.shape[0])
+        return original(G, c, F)
+
+    monkeypatch.setattr(active_set, "_solve_compact", counting)
+    J = torch.rand(6, 4, generator=_generator(0), dtype=DTYPE)  # no conflict at all
+    U = torch.eye(6, dtype=DTYPE) / 6
+    V = project_dual_cone_cpu(U, J @ J.T)
+    assert calls == []
+    torch.testing.assert_close(V, U)
+    # Rows 0 and 1 conflict; rows 2 and 3 are orthogonal to them: only two vectors need a solve
+    # (twice in float32, whose free sets are confirmed in float64).
+    J = torch.tensor([[1.0, 0.0, 0.0], [-0.5, 1.0, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, 2.0]])
+    V = project_dual_cone_cpu(torch.eye(4, dtype=DTYPE) / 4, (J @ J.T).to(DTYPE))
+    assert calls == ([2] if DTYPE == torch.float64 else [2, 2])
+    assert V[2:].tolist() == [[0.0, 0.0, 0.25, 0.0], [0.0, 0.0, 0.0, 0.25]]
+    assert float(V[0, 1]) > 0.0
+
+
+def project_dual_cone_cpu(U: Tensor, G: Tensor) -> Tensor:
+    return ActiveSetProjector()(U, G)
+
+
+@pytest.mark.parametrize("name", ["m5_full", "m32_rank10", "m41_duplicated", "m48_opposed"])
+def test_masked_variant_matches_compact_variant(name: str) -> None:
+    """The accelerator variant (fixed iterations, full-size masked systems) runs on the CPU too."""
+    J = JACOBIANS[name]()
+    m = J.shape[0]
+    G_hat = regularized_gramian(J @ J.T, 1e-4, 1e-4)
+    U = torch.eye(m, dtype=torch.float64) / m
+    c = U @ G_hat
+    z_compact, _, converged_compact = active_set._pivot_compact(G_hat, c, U, 1000)
+    z_masked, _, converged_masked = active_set._pivot_masked(G_hat, c, U, 40)
+    assert bool(converged_compact.all())
+    assert bool(converged_masked.all())
+    torch.testing.assert_close(z_masked, z_compact, rtol=1e-9, atol=1e-12)
+
+
+def test_masked_variant_reports_non_convergence() -> None:
+    J = JACOBIANS["m48_opposed"]()
+    G_hat = regularized_gramian(J @ J.T, 1e-4, 1e-4)
+    U = torch.eye(48, dtype=torch.float64) / 48
+    _, _, converged = active_set._pivot_masked(G_hat, U @ G_hat, U, 0)
+    assert not bool(converged.all())
+
+
+def test_batch_dimensions_and_m_equal_one() -> None:
+    J = _normal(5, 7, 30).to(device=DEVICE, dtype=DTYPE)
+    G = J @ J.T
+    U = torch.rand(3, 4, 5, generator=_generator(1), dtype=torch.float64).to(DEVICE, DTYPE)
+    V = ActiveSetProjector()(U, G)
+    assert V.shape == (3, 4, 5)
+    torch.testing.assert_close(V[1, 2], ActiveSetProjector()(U[1, 2].unsqueeze(0), G)[0])
+    one = ActiveSetProjector()(torch.tensor([[2.0]], device=DEVICE, dtype=DTYPE), G[:1, :1])
+    assert one.tolist() == [[2.0]]
+
+
+def test_negative_preference_is_projected_to_zero() -> None:
+    """``min vᵀGv`` over ``v ≥ u`` with ``u ≤ 0`` is ``v = 0`` for a positive-definite G."""
+    J = _normal(4, 6, 31).to(device=DEVICE, dtype=DTYPE)
+    U = -torch.rand(2, 4, generator=_generator(2), dtype=torch.float64).to(DEVICE, DTYPE)
+    V = ActiveSetProjector()(U, J @ J.T)
+    assert float(V.abs().max()) <= 1e-5 * float(U.abs().max())
+
+
+def test_zero_gramian_keeps_the_vector() -> None:
+    """A trace below ``norm_eps`` makes the Gramian ``reg_eps·I``: then ``v = max(u, 0)``."""
+    U = torch.tensor([[0.5, -0.25, 0.0]], device=DEVICE, dtype=DTYPE)
+    V = ActiveSetProjector()(U, torch.zeros(3, 3, device=DEVICE, dtype=DTYPE))
+    assert V.tolist() == [[0.5, 0.0, 0.0]]
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_is_solved_in_float32(dtype: torch.dtype) -> None:
+    J = _normal(6, 9, 32)
+    U = torch.eye(6, dtype=torch.float64) / 6
+    V = ActiveSetProjector()(U.to(DEVICE, dtype), (J @ J.T).to(DEVICE, dtype))
+    assert V.dtype == dtype
+    G_hat = regularized_gramian((J @ J.T).to(dtype), 1e-4, 1e-4)
+    V_ref = project_reference(U.to(dtype), G_hat)
+    assert gramian_norm_error(V.to("cpu", torch.float64), V_ref, G_hat, U) <= 1e-2
+
+
+def test_non_convergence_is_an_error() -> None:
+    J = JACOBIANS["m48_opposed"]().to(dtype=DTYPE)
+    U = torch.eye(48, dtype=DTYPE) / 48
+    with pytest.raises(RuntimeError, match="did not converge in max_iter=1 iterations"):
+        ActiveSetProjector(max_iter=1)(U, J @ J.T)
+
+
+def test_singular_gramian_without_regularization_is_an_error() -> None:
+    # Row 2 conflicts with two identical rows: their free set has a singular Gramian.
+    J = torch.tensor([[1.0, 0.0], [1.0, 0.0], [-1.0, 0.1]], dtype=DTYPE)
+    U = torch.eye(3, dtype=DTYPE) / 3
+    with pytest.raises(RuntimeError, match="`reg_eps`"):
+        ActiveSetProjector(norm_eps=0.0, reg_eps=0.0)(U, J @ J.T)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"norm_eps": -1.0}, ValueError, "`norm_eps` should be non-negative. Found norm_eps=-1.0"),
+        ({"reg_eps": float("nan")}, ValueError, "`reg_eps` should be finite"),
+        ({"reg_eps": "0.1"}, TypeError, "`reg_eps` should be a real number"),
+        ({"max_iter": 0}, ValueError, "`max_iter` should be a positive integer"),
+        ({"max_iter": 2.5}, TypeError, "`max_iter` should be an integer"),
+    ],
+)
+def test_invalid_hyper_parameters(kwargs: dict[str, object], error: type, match: str) -> None:
+    with pytest.raises(error, match=match):
+        ActiveSetProjector(**kwargs)  # type: ignore[arg-type]
+
+
+def test_hyper_parameters_are_keyword_only() -> None:
+    with pytest.raises(TypeError):
+        ActiveSetProjector(0.1)  # type: ignore[call-arg]
+
+
+def test_repr() -> None:
+    assert repr(ActiveSetProjector()) == "ActiveSetProjector(norm_eps=0.0001, reg_eps=0.0001)"
+    assert repr(ActiveSetProjector(reg_eps=0.0, max_iter=5)) == (
+        "ActiveSetProjector(norm_eps=0.0001, reg_eps=0.0, max_iter=5)"
+    )
