@@ -11,15 +11,16 @@ from ._utils.non_differentiable import NonDifferentiable
 from ._weighting_bases import _GramianWeighting
 
 # The solver works on the normalised Gramian (trace 1, so every entry is at most 1 in absolute
-# value), in float64: the tolerances below are relative to that scale.
+# value), in float64. Its optimality tolerance ``tol`` is relative to that scale and to the
+# precision of the input: ``max(1e-12, 10·eps)`` of the Gramian's dtype (a float32 Gramian is
+# only known to about 1e-7, and its rounding errors must not be taken for tiny improvements).
 _COORDINATE_TOL = 1e-12
 """Barycentric coordinates at or below this value leave the support (Wolfe's algorithm)."""
-_GAP_TOL = 1e-12
-"""Relative optimality gap at which Wolfe's algorithm stops (times ``max_i ‖a_i + τ g₀‖²``)."""
-_ROOT_TOL = 1e-12
-"""Relative tolerance on the equation ``‖d(τ)‖² = (√φ τ)²`` that fixes ``τ``."""
-_FACE_TOL = 1e-10
-"""Tolerance of the check that a closed-form root lies on the current face (certificate)."""
+_FACE_FACTOR = 100.0
+"""The checks of a solution (optimality on the current face, and the relative error of
+``‖d(τ)‖² = (√φ τ)²``) use ``_FACE_FACTOR · tol``."""
+_NEGLIGIBLE = 1e-12
+"""A norm of the minimiser ``Aᵀw*`` below which it is zero (the rows have norms up to 1)."""
 _MAX_OUTER_ITERATIONS = 200
 """Cap on the iterations on ``τ`` (each Newton-like step is safeguarded by bisection)."""
 
@@ -44,7 +45,9 @@ def _affine_coordinates(gramian: Tensor, b: Tensor, support: list[int]) -> tuple
     rhs = gramian.new_zeros(k + 1, 2)
     rhs[k, 0] = 1.0
     rhs[:k, 1] = b[index]
-    solution = torch.linalg.solve(system, rhs)
+    solution, info = torch.linalg.solve_ex(system, rhs)
+    if int(info) != 0:  # numerically dependent rows: a least-squares solution is good enough
+        solution = torch.linalg.lstsq(system, rhs).solution
     return solution[:k, 0], solution[:k, 1]
 
 
@@ -68,29 +71,35 @@ def _minor_cycle(gramian: Tensor, b: Tensor, tau: float, corral: _Corral) -> _Co
         coords = coords[kept] / coords[kept].sum()
 
 
-def _project(gramian: Tensor, b: Tensor, tau: float, gamma: float, corral: _Corral) -> _Corral:
+def _project(
+    gramian: Tensor, b: Tensor, tau: float, gamma: float, corral: _Corral, tol: float
+) -> _Corral:
     """Project ``−τ g₀`` onto the convex hull of the rows ``a_i`` with Wolfe's min-norm-point
     algorithm (on the points ``a_i + τ g₀``), warm-started from ``corral``.
 
     Each major iteration adds the row that most violates the optimality condition
-    ``⟨d + τ g₀, a_i − d⟩ ≥ 0``, moves to the best point of the segment towards it, then runs the
-    minor cycle. The distance to ``−τ g₀`` strictly decreases and each iteration ends on a new
-    affinely independent support, so the algorithm is finite.
+    ``⟨d + τ g₀, a_i − d⟩ ≥ 0`` (by more than ``tol`` relative to ``max_i ‖a_i + τ g₀‖²``),
+    moves to the best point of the segment towards it, then runs the minor cycle. The distance to
+    ``−τ g₀`` strictly decreases and each iteration ends on a new affinely independent support,
+    so the algorithm is finite; it also stops if rounding errors prevent any decrease.
     """
     scale = float((gramian.diagonal() + 2.0 * tau * b).max()) + tau * tau * gamma
     support, coords = corral
+    previous = math.inf
     for _ in range(50 * gramian.shape[0] + 50):
         support, coords = _minor_cycle(gramian, b, tau, (support, coords))
         index = torch.tensor(support)
         inner = gramian[:, index] @ coords  # ⟨a_i, d⟩
         shifted = inner + tau * b  # ⟨a_i, d + τ g₀⟩
         current = float(coords @ shifted[index])  # ⟨d, d + τ g₀⟩
+        distance = current + tau * (float(b[index] @ coords) + tau * gamma)  # ‖d + τ g₀‖²
         j = int(shifted.argmin())
         gap = current - float(shifted[j])
-        if gap <= _GAP_TOL * scale or j in support:
+        if gap <= tol * scale or j in support or distance >= previous:
             return support, coords
-        squared_norm = float(coords @ inner[index])
-        step = min(1.0, gap / (float(gramian[j, j]) - 2.0 * float(inner[j]) + squared_norm))
+        previous = distance
+        segment = float(gramian[j, j]) - 2.0 * float(inner[j]) + float(coords @ inner[index])
+        step = min(1.0, gap / segment) if segment > 0.0 else 1.0  # segment = ‖a_j − d‖²
         if step >= 1.0:
             support, coords = [j], gramian.new_ones(1)
         else:
@@ -99,19 +108,21 @@ def _project(gramian: Tensor, b: Tensor, tau: float, gamma: float, corral: _Corr
     raise RuntimeError("CAGrad: Wolfe's algorithm did not converge (numerical breakdown).")
 
 
-def _is_projection(gramian: Tensor, b: Tensor, tau: float, gamma: float, corral: _Corral) -> bool:
+def _is_projection(
+    gramian: Tensor, b: Tensor, tau: float, gamma: float, corral: _Corral, tol: float
+) -> bool:
     """Whether ``corral`` gives the projection of ``−τ g₀`` onto the hull (KKT certificate)."""
     support, coords = corral
-    if float(coords.min()) < -_FACE_TOL:
+    if float(coords.min()) < -tol:
         return False
     index = torch.tensor(support)
     shifted = gramian[:, index] @ coords + tau * b
     gap = float(coords @ shifted[index]) - float(shifted.min())
     scale = float((gramian.diagonal() + 2.0 * tau * b).max()) + tau * tau * gamma
-    return gap <= _FACE_TOL * scale
+    return gap <= tol * scale
 
 
-def _solve(gramian: Tensor, b: Tensor, gamma: float, sqrt_phi: float) -> Tensor:
+def _solve(gramian: Tensor, b: Tensor, gamma: float, sqrt_phi: float, tol: float) -> Tensor:
     """Return ``w* = argmin_{w ∈ Δ} bᵀw + √φ ‖Aᵀw‖`` for the normalised float64 ``gramian``.
 
     The minimiser ``d* = Aᵀw*`` is the projection of ``−τ* g₀`` onto the convex hull of the rows,
@@ -121,19 +132,20 @@ def _solve(gramian: Tensor, b: Tensor, gamma: float, sqrt_phi: float) -> Tensor:
     ``d(τ) = q − τ h`` is affine and the equation is solved in closed form:
     ``τ = ‖q‖ / sqrt(φ − ‖h‖²)``. That root is accepted when the optimality conditions hold
     there; otherwise the projection is recomputed at the root (or at the middle of the bracket).
+    ``tol`` is the relative precision of ``gramian`` (see the module constants).
     """
     s2 = sqrt_phi * sqrt_phi
     lower, upper = 0.0, math.sqrt(float(gramian.diagonal().max())) / sqrt_phi
     tau = min(math.sqrt(gamma) / sqrt_phi, upper)
     corral: _Corral = ([int((gramian.diagonal() + 2.0 * tau * b).argmin())], gramian.new_ones(1))
     for _ in range(_MAX_OUTER_ITERATIONS):
-        corral = _project(gramian, b, tau, gamma, corral)
+        corral = _project(gramian, b, tau, gamma, corral, tol)
         support, coords = corral
         index = torch.tensor(support)
         face = gramian[index][:, index]
         squared_norm = float(coords @ face @ coords)
-        if abs(squared_norm - s2 * tau * tau) <= _ROOT_TOL * s2 * tau * tau:
-            break
+        if abs(squared_norm - s2 * tau * tau) <= _FACE_FACTOR * tol * s2 * tau * tau:
+            break  # ‖d(τ)‖ = √φ τ up to the precision of the Gramian
         if squared_norm > s2 * tau * tau:
             lower = tau
         else:
@@ -144,9 +156,12 @@ def _solve(gramian: Tensor, b: Tensor, gamma: float, sqrt_phi: float) -> Tensor:
         if h2 < s2:
             root = math.sqrt(max(float(origin @ face @ origin), 0.0) / (s2 - h2))
             candidate = (support, origin - root * slope)
-            if _is_projection(gramian, b, root, gamma, candidate):
+            if _is_projection(gramian, b, root, gamma, candidate, _FACE_FACTOR * tol):
                 corral = candidate
                 break
+        if upper - lower <= 1e-15 * upper or sqrt_phi * upper <= _NEGLIGIBLE:
+            # τ* is located to float64 precision, or ‖d*‖ = √φ τ* ≤ √φ·upper is negligible.
+            break
         tau = root if lower < root < upper else 0.5 * (lower + upper)
     else:
         raise RuntimeError("CAGrad: the solver did not converge (numerical breakdown).")
@@ -169,23 +184,23 @@ class CAGradWeighting(NonDifferentiable, _GramianWeighting):
 
     over the simplex ``Δ``, and the update is ``d = g₀ + √φ Aᵀw* / ‖Aᵀw*‖``. The weights are
     therefore ``1/m + (√φ / ‖Aᵀw*‖) w*``. They are zeros when ``‖Aᵀw*‖ < norm_eps``: the
-    minimiser is then (almost) the zero vector, which happens when a convex combination of the
-    rows (almost) vanishes and ``c ≥ 1``, and the direction ``Aᵀw* / ‖Aᵀw*‖`` is undefined. They
-    are ``1/m`` when ``√φ = 0`` (``c = 0``, or rows of zero mean) and zeros when
-    ``tr(G) < norm_eps``.
+    minimiser is then (almost) the zero vector, the direction ``Aᵀw* / ‖Aᵀw*‖`` is undefined, and
+    a convex combination of the rows (almost) vanishes (this happens for any ``c ≥ 1`` when ``J``
+    is Pareto-stationary). They are ``1/m`` when ``√φ = 0`` (``c = 0``, or rows of zero mean),
+    and zeros when ``tr(G) < norm_eps``.
 
-    The dual is solved exactly (to float64 precision), not by a fixed number of first-order
-    steps: ``Aᵀw*`` is the projection of ``−τ g₀`` onto the convex hull of the rows, for the
-    ``τ`` at which its norm is ``√φ τ``. Each projection is computed by Wolfe's finite active-set
-    method, and ``τ`` is found in closed form on the face of the hull where the projection lies,
-    safeguarded by bisection. The optimality conditions are checked before returning. The solver
-    runs in float64 on the CPU (one transfer of the ``[m, m]`` Gramian); the weights have the
-    Gramian's dtype and device. Its iterations are bounded: a ``RuntimeError`` reports a
-    non-convergence, which only a numerical breakdown can cause. Non-differentiable: the output
-    carries no autograd graph.
+    The dual is solved exactly (to the precision of the Gramian's dtype), not by a fixed number of
+    first-order steps: ``Aᵀw*`` is the projection of ``−τ g₀`` onto the convex hull of the rows,
+    for the ``τ`` at which its norm is ``√φ τ``. Each projection is computed by Wolfe's finite
+    active-set method, and ``τ`` is found in closed form on the face of the hull where the
+    projection lies, safeguarded by bisection. The optimality conditions are checked before
+    returning. The solver runs in float64 on the CPU (one transfer of the ``[m, m]`` Gramian);
+    the weights have the Gramian's dtype and device. Its iterations are bounded: a
+    ``RuntimeError`` reports a non-convergence, which only a numerical breakdown can cause.
+    Non-differentiable: the output carries no autograd graph.
 
     Reference: Liu et al., *Conflict-Averse Gradient Descent for Multi-task Learning*, NeurIPS
-    2021 (Algorithm 1 and its dual, Eq. 4 of the supplementary material).
+    2021.
 
     Args:
         c: The radius factor ``c ≥ 0`` of the ball around the mean gradient. ``c = 0`` gives
@@ -216,7 +231,8 @@ class CAGradWeighting(NonDifferentiable, _GramianWeighting):
         sqrt_phi = self.c * math.sqrt(gamma)
         weights = uniform
         if sqrt_phi > 0.0:
-            w = _solve(gramian, b, gamma, sqrt_phi)
+            tol = max(1e-12, 10.0 * torch.finfo(stat.dtype).eps)
+            w = _solve(gramian, b, gamma, sqrt_phi, tol)
             norm = math.sqrt(max(float(w @ gramian @ w), 0.0))  # ‖Aᵀw*‖
             if norm >= self.norm_eps and norm > 0.0:
                 weights = uniform + (sqrt_phi / norm) * w

@@ -15,10 +15,15 @@ from ._weighting_bases import _MatrixWeighting
 _DECREMENT_TOL = 1e-12
 """Squared Newton decrement below which one last full Newton step reaches float64 precision."""
 _RESIDUAL_TOL = 1e-6
-"""Accepted relative residual ``|β_i (Gβ)_i − 1|``, including its rounding-error bound."""
+"""Largest accepted relative residual ``|β_i (Gβ)_i − 1|`` of a solution."""
+_ROUNDING_TOL = 0.1
+"""Largest accepted bound on the rounding error of ``β_i (Gβ)_i`` (see ``_is_solution``)."""
+_PURE_NEWTON = 1.0 / 16.0
+"""Squared Newton decrement below which full Newton steps are taken (quadratic convergence)."""
 _ARMIJO = 0.25
 """Fraction of the decrease predicted by the Newton model that a step must achieve."""
 _MAX_HALVINGS = 60
+"""Cap on the halvings of the step of the line search."""
 
 
 def _potential(gramian: Tensor, beta: Tensor) -> float:
@@ -27,18 +32,20 @@ def _potential(gramian: Tensor, beta: Tensor) -> float:
 
 
 def _is_solution(gramian: Tensor, beta: Tensor) -> bool:
-    """Whether ``β > 0`` solves ``β_i (Gβ)_i = 1`` with a residual that rounding cannot explain.
+    """Whether ``β > 0`` solves ``β_i (Gβ)_i = 1`` (relative residual at most ``1e-6``) in a way
+    that rounding errors cannot fake.
 
-    The rounding error of ``(Gβ)_i`` (and of the Gramian itself) is at most about
-    ``m·eps·sqrt(G_ii) Σ_j sqrt(G_jj) β_j``: when it exceeds the tolerance, the rows are so close
-    to having a vanishing convex combination that float64 cannot resolve the solution.
+    The rounding error of ``β_i (Gβ)_i`` (including that of the Gramian) is at most about
+    ``m·eps·β_i sqrt(G_ii) Σ_j sqrt(G_jj) β_j``. When it stays below ``0.1``, every computed
+    ``(Gβ)_i > 0`` is truly positive: ``d = Jᵀβ`` improves every task, so the solution exists.
+    Beyond that, the rows are too close to a vanishing convex combination for float64.
     """
     if not bool((beta > 0).all()):
         return False
     residual = (beta * (gramian @ beta) - 1.0).abs()
     norms = gramian.diagonal().sqrt()
     rounding = gramian.shape[0] * torch.finfo(beta.dtype).eps * beta * norms * (norms @ beta)
-    return float((residual + rounding).max()) <= _RESIDUAL_TOL
+    return float(residual.max()) <= _RESIDUAL_TOL and float(rounding.max()) <= _ROUNDING_TOL
 
 
 def _solve_bargaining(gramian: Tensor, max_iterations: int) -> Tensor | None:
@@ -64,10 +71,16 @@ def _solve_bargaining(gramian: Tensor, max_iterations: int) -> Tensor | None:
         step, info = torch.linalg.solve_ex(gramian + torch.diag(beta.pow(-2)), -gradient)
         if int(info) != 0:
             return None
-        decrement = float(-(gradient @ step))  # squared Newton decrement ≈ 2 (f(β) − f*)
+        decrement = float(-(gradient @ step))  # squared Newton decrement λ² ≈ 2 (f(β) − f*)
         if decrement <= _DECREMENT_TOL:
             beta = beta + step  # quadratic convergence: this last step reaches the precision
             return beta if _is_solution(gramian, beta) else None
+        if decrement < _PURE_NEWTON:
+            # λ < 1/4: the full step stays in β > 0 and converges quadratically (the potential is
+            # self-concordant); no line search, whose test would drown in rounding errors here.
+            beta = beta + step
+            value = _potential(gramian, beta)
+            continue
         t = 1.0
         for _ in range(_MAX_HALVINGS):
             candidate = beta * torch.exp(t * step / beta)
@@ -83,15 +96,15 @@ def _solve_bargaining(gramian: Tensor, max_iterations: int) -> Tensor | None:
 
 def _bargaining_weights(matrix: Tensor, max_iterations: int) -> Tensor:
     """The Nash bargaining weights ``α > 0`` with ``α_i (J Jᵀ α)_i = 1``, or zeros if none."""
-    J = matrix.detach().to(device="cpu", dtype=torch.float64)
-    gramian = J @ J.T
+    # Only the [m, m] Gramian leaves the device of J (in float64, for the solver).
+    gramian = (matrix @ matrix.T).to(device="cpu", dtype=torch.float64)
     scale = float(torch.linalg.matrix_norm(gramian))  # Frobenius norm
     if scale == 0.0:
-        return torch.zeros(J.shape[0], dtype=torch.float64)
+        return torch.zeros(matrix.shape[0], dtype=torch.float64)
     # Solving on G/‖G‖_F keeps the numbers near 1; β then rescales to the solution for G.
     beta = _solve_bargaining(gramian / scale, max_iterations)
     if beta is None:
-        return torch.zeros(J.shape[0], dtype=torch.float64)
+        return torch.zeros(matrix.shape[0], dtype=torch.float64)
     return beta / math.sqrt(scale)
 
 
@@ -139,24 +152,24 @@ class NashMTL(NonDifferentiable, WeightedAggregator, Stateful):
     """Combines the rows with the weights of the Nash bargaining solution between the tasks
     (Nash-MTL).
 
-    The tasks bargain over an update ``d`` of the ball ``‖d‖ ≤ ε``, with utilities
-    ``⟨g_i, d⟩``; the Nash bargaining solution maximises ``Σ_i log⟨g_i, d⟩``. It is
-    ``d = Jᵀα`` with ``α_i = 1/⟨g_i, d⟩``, i.e. the unique ``α > 0`` with ``α_i (G α)_i = 1``
-    (``G = J Jᵀ``; then ``‖d‖ = √m``). This ``α`` minimises the strictly convex potential
-    ``½ αᵀGα − Σ_i log α_i`` and is computed by Newton's method (on ``G/‖G‖_F``, in float64 on
-    the CPU), to float64 precision: at most ``optim_niter`` Newton iterations, each with an
-    Armijo line search. If ``‖αᵀJ‖ > max_norm > 0``, ``α`` is rescaled so that
-    ``‖αᵀJ‖ = max_norm``.
+    The tasks bargain over an update ``d`` of a ball ``‖d‖ ≤ ε``, with utilities ``⟨g_i, d⟩``;
+    the Nash bargaining solution maximises ``Σ_i log⟨g_i, d⟩``. It is ``d = Jᵀα`` with
+    ``α_i = 1/⟨g_i, d⟩``, i.e. the unique ``α > 0`` with ``α_i (G α)_i = 1`` for ``G = J Jᵀ``
+    (then ``‖d‖ = √m``). This ``α`` minimises the strictly convex potential
+    ``½ αᵀGα − Σ_i log α_i``: it is computed by Newton's method with an Armijo line search, to
+    float64 precision, in at most ``optim_niter`` iterations. ``G`` is computed on the device and
+    in the dtype of ``J``; the solver runs on ``G/‖G‖_F``, in float64 on the CPU. Finally, if
+    ``‖αᵀJ‖ > max_norm > 0``, ``α`` is rescaled so that ``‖αᵀJ‖ = max_norm``.
 
     When a convex combination of the rows vanishes (``J`` is Pareto-stationary: no update
     improves every task, for instance with a zero row or two opposite rows), no positive solution
-    exists: the potential is unbounded below and the weights are zeros. They are also zeros when
+    exists, the potential is unbounded below, and the weights are zeros. They are also zeros when
     the solution is not reached within ``optim_niter`` iterations or cannot be resolved in
-    float64 (rows that almost have a vanishing convex combination).
+    float64, which only happens when the rows almost have a vanishing convex combination.
 
-    The update does not change when a row is multiplied by a positive factor. 0.18.0 of TorchJD
-    approximates the same solution by a sequence of convex programs stopped early. The output
-    does not require grad.
+    The update is invariant to the multiplication of a row by a positive factor, and it is
+    non-conflicting: ``⟨g_i, d⟩ = 1/α_i > 0``. TorchJD 0.18.0 approximates the same solution by
+    a sequence of convex programs stopped after a few rounds. The output does not require grad.
 
     .. warning::
         This aggregator is :class:`~torchjd.Stateful`: the weights are only recomputed every

@@ -154,8 +154,8 @@ class ConflictingSampler(MatrixSampler):
     With a random ``p > 0`` and ``P = I − p pᵀ/‖p‖²`` (so that ``pᵀP = 0``: the rows of ``P`` are
     strongly stationary), ``A = P + δ p pᵀ/‖p‖²`` has singular values ``1`` (``m − 1`` times) and
     ``δ = 0.25``. The sample is ``diag(c) A Wᵀ``, with ``W`` ``[n, m]`` orthonormal and row scales
-    ``c`` in ``[0.5, 2]``: its condition number is at most 16, and the positive combination
-    ``pᵀ diag(c)⁻¹`` of its rows is only ``δ`` away from zero, so many rows conflict.
+    ``c`` in ``[0.5, 2]``: its condition number is at most 16, and every pair of rows conflicts,
+    since ``(A Aᵀ)_ij = −(1 − δ²) p_i p_j / ‖p‖² < 0`` for ``i ≠ j``.
     """
 
     _DELTA = 0.25

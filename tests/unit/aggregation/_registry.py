@@ -21,7 +21,7 @@ The declared properties come from Table 1 of *Jacobian Descent for Multi-Objecti
 - ``in_row_span``: ``A(J)`` is a combination of the rows (false for the column-wise GradDrop and
   TrimmedMean).
 - ``differentiable``: the output keeps the autograd graph of ``J`` (api.md §2.8).
-- ``random``: the method draws from the global RNG; tests seed it before each call.
+- ``random``: the output depends on the global RNG; tests seed it before each call.
 - ``stateful``: calls depend on the previous calls; tests build a fresh instance for each call.
 
 ``norm_eps`` and ``reg_eps`` declare the regularisation of UPGrad and DualProj, which solve their
@@ -53,18 +53,22 @@ from torchjd.aggregation import (
     Aggregator,
     AlignedMTL,
     AlignedMTLWeighting,
+    CAGrad,
+    CAGradWeighting,
     ConFIG,
     Constant,
     ConstantWeighting,
     DualProj,
     DualProjWeighting,
     GradDrop,
+    GramianWeightedAggregator,
     IMTLGWeighting,
     Krum,
     KrumWeighting,
     Mean,
     MeanWeighting,
     MGDAWeighting,
+    NashMTL,
     PCGrad,
     PCGradWeighting,
     Random,
@@ -74,6 +78,7 @@ from torchjd.aggregation import (
     TrimmedMean,
     UPGrad,
     UPGradWeighting,
+    WeightedAggregator,
     Weighting,
 )
 from torchjd.linalg import Matrix, PSDMatrix
@@ -133,6 +138,7 @@ class AggregatorInfo:
     random: bool = False
     stateful: bool = False
     min_rows: int = 1
+    max_rows: int | None = None
     full_row_rank_only: bool = False
     accuracy: float = 0.0
     norm_eps: float = 0.0
@@ -141,6 +147,8 @@ class AggregatorInfo:
     def accepts(self, matrix: Tensor) -> bool:
         """Whether the method is defined for this matrix (number of rows, rank)."""
         if matrix.shape[0] < self.min_rows:
+            return False
+        if self.max_rows is not None and matrix.shape[0] > self.max_rows:
             return False
         return not self.full_row_rank_only or _has_full_row_rank(matrix)
 
@@ -160,6 +168,18 @@ class AggregatorInfo:
         if self.random:
             torch.manual_seed(SEED)
         return aggregator(matrix)
+
+    def inner_weights(self, matrix: Tensor) -> Tensor | None:
+        """The weights ``w`` with ``A(J) = wᵀJ`` (fresh instance, seeded), or ``None`` if the
+        aggregator is not weighted."""
+        aggregator = self.make(matrix.shape[0])
+        if not isinstance(aggregator, WeightedAggregator):
+            return None
+        if self.random:
+            torch.manual_seed(SEED)
+        if isinstance(aggregator, GramianWeightedAggregator):
+            return call_weighting(aggregator.gramian_weighting, matrix @ matrix.T)
+        return call_weighting(aggregator.weighting, matrix)
 
     def run_weighting(self, stat: Tensor) -> Tensor:
         """Weigh ``stat`` (``J`` or ``J Jᵀ``) with a fresh weighting, after seeding if needed."""
@@ -294,7 +314,7 @@ AGGREGATORS: list[AggregatorInfo] = [
     ),
     # Frank–Wolfe stops when its step γ < ε. The duality gap, which bounds the conflict
     # -min_i g_iᵀd, is then γ‖d − g_t‖² ≤ 4ε·max_i ‖g_i‖², i.e. 4ε relative to the scale of the
-    # non-conflict check (‖J‖_F·max_i ‖g_i‖). Measured: at most 0.8ε on the input families, also
+    # non-conflict check (‖J‖_F·max_i ‖g_i‖). Measured: at most 0.9ε on the input families, also
     # when the iteration limit stops the solver first.
     AggregatorInfo(
         id="MGDA",
@@ -314,6 +334,58 @@ AGGREGATORS: list[AggregatorInfo] = [
         non_conflicting=True,
         permutation_invariant=True,
         accuracy=1.2e-3,
+    ),
+    AggregatorInfo(
+        id="CAGrad(0.5)",
+        aggregator=CAGrad,
+        kwargs=fixed(c=0.5),
+        weighting=CAGradWeighting,
+        gramian_based=True,
+        permutation_invariant=True,
+        differentiable=False,
+    ),
+    # With c ≥ 1, d = 0 lies in the ball ‖d − g₀‖ ≤ c‖g₀‖, so the maximal min_i g_iᵀd is ≥ 0.
+    # For c = 1 exactly, the dual minimiser is not unique when J is strongly stationary (any w
+    # with Jᵀw anti-parallel to g₀ reaches the value 0), so the output may depend on the order
+    # of the rows: permutation invariance is declared for c > 1 only.
+    AggregatorInfo(
+        id="CAGrad(1)",
+        aggregator=CAGrad,
+        kwargs=fixed(c=1.0),
+        weighting=CAGradWeighting,
+        gramian_based=True,
+        non_conflicting=True,
+        differentiable=False,
+    ),
+    AggregatorInfo(
+        id="CAGrad(2)",
+        aggregator=CAGrad,
+        kwargs=fixed(c=2.0),
+        weighting=CAGradWeighting,
+        gramian_based=True,
+        non_conflicting=True,
+        permutation_invariant=True,
+        differentiable=False,
+    ),
+    # The Nash bargaining solution α > 0 solves α_i (J Jᵀ α)_i = 1, so g_iᵀd = 1/α_i > 0; the
+    # weights are zeros when no solution exists. Rescaling a row does not change the update.
+    AggregatorInfo(
+        id="NashMTL",
+        aggregator=NashMTL,
+        kwargs=lambda m: {"n_tasks": m},
+        non_conflicting=True,
+        permutation_invariant=True,
+        differentiable=False,
+        stateful=True,
+    ),
+    AggregatorInfo(
+        id="NashMTL(max_norm=0,every=2)",
+        aggregator=NashMTL,
+        kwargs=lambda m: {"n_tasks": m, "max_norm": 0.0, "update_weights_every": 2},
+        non_conflicting=True,
+        permutation_invariant=True,
+        differentiable=False,
+        stateful=True,
     ),
     AggregatorInfo(
         id="AlignedMTL",
@@ -401,6 +473,20 @@ AGGREGATORS: list[AggregatorInfo] = [
         differentiable=False,
         random=True,
     ),
+    # With two rows, the random order plays no role (declared non-random: the output must not
+    # depend on the seed) and PCGrad is the sum of the projections of the rows onto the dual cone
+    # of the rows (m·UPGrad): it is then non-conflicting.
+    AggregatorInfo(
+        id="PCGrad(m=2)",
+        aggregator=PCGrad,
+        weighting=PCGradWeighting,
+        gramian_based=True,
+        non_conflicting=True,
+        permutation_invariant=True,
+        linear_under_scaling=True,
+        differentiable=False,
+        max_rows=2,
+    ),
     AggregatorInfo(
         id="GradDrop",
         aggregator=GradDrop,
@@ -433,7 +519,10 @@ AGGREGATORS: list[AggregatorInfo] = [
 ]
 """Every aggregator variant tested family-wide."""
 
-WEIGHTED_AGGREGATORS = [info for info in AGGREGATORS if info.weighting is not None]
+WEIGHTED_AGGREGATORS = [
+    info for info in AGGREGATORS if isinstance(info.make(max(info.min_rows, 4)), WeightedAggregator)
+]
+"""The variants whose aggregator is ``weighting(J) @ J`` (with a public weighting or not)."""
 
 
 # --- Invalid hyper-parameters and call-time mismatches -----------------------------------------
@@ -620,6 +709,30 @@ ERRORS: list[ErrorInfo] = [
     ),
     ErrorInfo(
         ConFIG, bad_kwargs=_vector_errors("pref_vector"), bad_calls=_wrong_length("pref_vector")
+    ),
+    ErrorInfo(
+        CAGrad,
+        CAGradWeighting,
+        gramian_based=True,
+        valid_kwargs={"c": 0.5},
+        bad_kwargs=(
+            *_real_errors("c", positive=False),
+            *_real_errors("norm_eps", positive=False, others={"c": 0.5}),
+        ),
+    ),
+    ErrorInfo(
+        NashMTL,
+        valid_kwargs={"n_tasks": 2},
+        bad_kwargs=(
+            *_int_errors("n_tasks", 1),
+            *_real_errors("max_norm", positive=False, others={"n_tasks": 2}),
+            *_int_errors("update_weights_every", 1, {"n_tasks": 2}),
+            *_int_errors("optim_niter", 1, {"n_tasks": 2}),
+        ),
+        bad_calls=(
+            BadCall({"n_tasks": 2}, 3, ValueError, "n_tasks"),
+            BadCall({"n_tasks": 2}, 1, ValueError, "n_tasks"),
+        ),
     ),
 ]
 """Every aggregator class, with its weighting and its error inputs."""

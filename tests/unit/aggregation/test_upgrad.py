@@ -33,7 +33,11 @@ def test_upgrad_weights_are_the_sum_of_reference_projections(pref: list[float] |
     G = J @ J.T
     pref_vector = None if pref is None else tensor_(pref)
     weights = UPGradWeighting(pref_vector)(G)
-    u = torch.full((m,), 1.0 / m, dtype=torch.float64) if pref is None else torch.tensor(pref, dtype=DTYPE)
+    u = (
+        torch.full((m,), 1.0 / m, dtype=torch.float64)
+        if pref is None
+        else torch.tensor(pref, dtype=DTYPE)
+    )
     expected = project_reference(torch.diag(u.double()), regularized_gramian(G, 1e-4, 1e-4))
     torch.testing.assert_close(weights.cpu().double(), expected.sum(0), atol=ATOL, rtol=ATOL)
 

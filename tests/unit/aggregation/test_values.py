@@ -20,6 +20,8 @@ from torchjd.aggregation import (
     MGDA,
     AlignedMTL,
     AlignedMTLWeighting,
+    CAGrad,
+    CAGradWeighting,
     ConFIG,
     Constant,
     ConstantWeighting,
@@ -33,6 +35,7 @@ from torchjd.aggregation import (
     Mean,
     MeanWeighting,
     MGDAWeighting,
+    NashMTL,
     PCGrad,
     PCGradWeighting,
     Random,
@@ -91,6 +94,9 @@ DETERMINISTIC_CASES: list[tuple[str, Factory, list[list[float]], list[float]]] =
     ("SumWeighting", lambda: SumWeighting(), J_BASE, [1.0, 1.0]),
     ("MGDA", lambda: MGDA(), J_BASE, [0.0, 1.0, 1.0]),
     ("MGDAWeighting", lambda: MGDAWeighting(), G_BASE, [0.6, 0.4]),
+    ("CAGrad(0.5)", lambda: CAGrad(c=0.5), J_BASE, [0.1835, 1.2041, 1.2041]),
+    ("CAGradWeighting(0.5)", lambda: CAGradWeighting(c=0.5), G_BASE, [0.7041, 0.5000]),
+    ("NashMTL(2)", lambda: NashMTL(n_tasks=2), J_BASE, [0.0542, 0.7061, 0.7061]),
     ("Krum(1,4)", lambda: Krum(1, 4), J_KRUM, [1.25, 0.75, 1.5]),
     ("TrimmedMean(1)", lambda: TrimmedMean(1), J_TRIMMED_MEAN, [1.5, 2.5]),
 ]
@@ -167,6 +173,11 @@ STR_CASES: list[tuple[Factory, str]] = [
     (lambda: Krum(1, 2), "Krum1-2"),
     (lambda: MGDA(), "MGDA"),
     (lambda: TrimmedMean(2), "TM2"),
+    (lambda: CAGrad(c=0.5), "CAGrad0.5"),
+    (lambda: CAGrad(c=1.0), "CAGrad1"),
+    (lambda: CAGrad(c=2), "CAGrad2"),
+    (lambda: CAGrad(c=10.0), "CAGrad10"),
+    (lambda: NashMTL(n_tasks=2), "NashMTL"),
 ]
 
 # api.md §3.2: the ``repr`` of the aggregators whose constructor is that of 0.18.0.
@@ -182,6 +193,11 @@ REPR_CASES: list[tuple[Factory, str]] = [
     (lambda: Krum(1, 2), "Krum(n_byzantine=1, n_selected=2)"),
     (lambda: MGDA(), "MGDA(epsilon=0.001, max_iters=100)"),
     (lambda: TrimmedMean(2), "TrimmedMean(trim_number=2)"),
+    (lambda: CAGrad(c=0.5), "CAGrad(c=0.5, norm_eps=0.0001)"),
+    (
+        lambda: NashMTL(n_tasks=2),
+        "NashMTL(n_tasks=2, max_norm=1.0, update_weights_every=1, optim_niter=20)",
+    ),
 ]
 
 

@@ -17,6 +17,7 @@ from utils.qp_reference import gramian_norm_error, project_reference, regularize
 WEIGHT_RTOL = 1e-9 if torch.float64 == DTYPE else 1e-6
 GRAMIAN_RTOL = 1e-9 if torch.float64 == DTYPE else 1e-6
 
+
 def _generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
@@ -195,7 +196,7 @@ def test_conflict_free_rows_need_no_solve(monkeypatch: pytest.MonkeyPatch) -> No
     # (twice in float32, whose free sets are confirmed in float64).
     J = torch.tensor([[1.0, 0.0, 0.0], [-0.5, 1.0, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, 2.0]])
     V = project_dual_cone_cpu(torch.eye(4, dtype=DTYPE) / 4, (J @ J.T).to(DTYPE))
-    assert calls == ([2] if DTYPE == torch.float64 else [2, 2])
+    assert calls == ([2] if torch.float64 == DTYPE else [2, 2])
     assert V[2:].tolist() == [[0.0, 0.0, 0.25, 0.0], [0.0, 0.0, 0.0, 0.25]]
     assert float(V[0, 1]) > 0.0
 
