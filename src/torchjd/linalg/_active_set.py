@@ -188,16 +188,21 @@ def _solve_compact(G: Tensor, c: Tensor, F: Tensor) -> Tensor:
     width = int(F.sum(dim=-1).max()) if k > 0 else 0
     if width == 0:
         return z
-    # Free indices first (in increasing order), padded with non-free ones.
+    # Each row's free indices first (in increasing order); the other slots of the row point to
+    # sentinel indices m, m+1, ... of a Gramian extended by an identity block, so that one
+    # gather builds every system already padded with the identity (and a zero right-hand side).
+    slots = torch.arange(width, device=G.device)
     order = torch.argsort((~F).to(torch.uint8), dim=-1, stable=True)[:, :width]
     valid = torch.gather(F, 1, order)
-    # One flat index_select gathers every sub-matrix; 2-D advanced indexing is several times
-    # slower on the CPU.
-    flat = (order.unsqueeze(-1) * m + order.unsqueeze(-2)).reshape(-1)
-    sub = G.reshape(-1).index_select(0, flat).reshape(k, width, width)
-    systems = _pad_with_identity(sub, valid)
-    rhs = torch.where(valid, -torch.gather(c, 1, order), 0.0)
-    return z.scatter(1, order, _solve(systems, rhs))
+    index = torch.where(valid, order, m + slots)
+    G_ext = torch.zeros(m + width, m + width, dtype=G.dtype, device=G.device)
+    G_ext[:m, :m] = G
+    G_ext[m:, m:].diagonal().fill_(1.0)
+    rows = G_ext.index_select(0, index.reshape(-1)).reshape(k, width, m + width)
+    systems = torch.gather(rows, 2, index.unsqueeze(1).expand(k, width, width))
+    c_ext = torch.cat([-c, torch.zeros(k, width, dtype=c.dtype, device=c.device)], dim=1)
+    rhs = torch.gather(c_ext, 1, index)
+    return z.scatter(1, order, torch.where(valid, _solve(systems, rhs), 0.0))
 
 
 def _pad_with_identity(matrices: Tensor, keep: Tensor) -> Tensor:
