@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
+import torch
 from torch import Tensor, nn
 
 from torchjd.linalg import Matrix, PSDMatrix
 from torchjd.linalg._matrix import compute_gramian
 
-from ._utils.checks import check_matrix
+from ._utils.checks import check_finite, check_matrix, check_result, values_checked_later
 from ._weighting_bases import Weighting
 
 
@@ -33,9 +34,23 @@ class Aggregator(nn.Module, ABC):
 
     def __call__(self, matrix: Tensor, /) -> Tensor:
         """Validate ``matrix`` and aggregate it (running the module's hooks)."""
-        check_matrix(matrix)
-        result: Tensor = super().__call__(matrix)
+        if not self._result_proves_finite_input():
+            check_matrix(matrix)
+            result: Tensor = super().__call__(matrix)
+            return result
+        # Reading a large matrix only to check its values costs as much as a cheap aggregation:
+        # the result is checked instead (see `check_result`).
+        tensor = check_matrix(matrix, check_values=False)
+        with values_checked_later():
+            result = super().__call__(tensor)
+        check_result(result, tensor)
         return result
+
+    def _result_proves_finite_input(self) -> bool:
+        """Whether a NaN or inf in the input always shows in the output (or in a checked
+        Gramian). Only then may the full check of the input be skipped.
+        """
+        return False
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -59,6 +74,11 @@ class WeightedAggregator(Aggregator):
         weights = self.weighting(matrix)
         return weights @ matrix
 
+    def _result_proves_finite_input(self) -> bool:
+        # Finite weights times a non-finite entry give a non-finite result; weightings that read
+        # the values of the matrix must check them themselves.
+        return not self.weighting.reads_values
+
 
 class GramianWeightedAggregator(WeightedAggregator):
     """An aggregator whose weights depend on ``J`` only through its Gramian ``G = J Jᵀ``:
@@ -72,5 +92,24 @@ class GramianWeightedAggregator(WeightedAggregator):
     """
 
     def __init__(self, gramian_weighting: Weighting[PSDMatrix]) -> None:
-        super().__init__(gramian_weighting << compute_gramian)
+        super().__init__(_ThroughGramian(gramian_weighting))
         self.gramian_weighting = gramian_weighting
+
+    def _result_proves_finite_input(self) -> bool:
+        # The Gramian of a matrix with a NaN or inf entry is not finite, and it is checked.
+        return True
+
+
+class _ThroughGramian(Weighting[Matrix]):
+    """The weighting ``J ↦ gramian_weighting(J Jᵀ)`` of a :class:`GramianWeightedAggregator`."""
+
+    def __init__(self, gramian_weighting: Weighting[PSDMatrix]) -> None:
+        super().__init__()
+        self.weighting = gramian_weighting
+
+    def forward(self, stat: Matrix, /) -> Tensor:
+        gramian = compute_gramian(stat)
+        if stat.device.type == "cpu" and not bool(torch.isfinite(gramian).all()):
+            # Name the input at fault before the Gramian weighting rejects the Gramian.
+            check_finite(stat, "matrix")
+        return self.weighting(gramian)

@@ -19,6 +19,8 @@ class ConstantWeighting(_MatrixWeighting):
     tensor([1., 2.])
     """
 
+    reads_values = False
+
     # The name used in error messages; a preference vector reuses this class under its own name.
     _param_name = "weights"
 

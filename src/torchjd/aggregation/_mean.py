@@ -17,6 +17,8 @@ class MeanWeighting(_MatrixWeighting):
     tensor([0.5000, 0.5000])
     """
 
+    reads_values = False
+
     def forward(self, stat: Tensor, /) -> Tensor:
         m = stat.shape[0]
         return torch.full((m,), 1.0 / m, dtype=stat.dtype, device=stat.device)

@@ -29,6 +29,8 @@ class RandomWeighting(_MatrixWeighting):
     tensor([0.8623, 0.1377])
     """
 
+    reads_values = False
+
     def __init__(self, *, generator: torch.Generator | None = None) -> None:
         super().__init__()
         if generator is not None and not isinstance(generator, torch.Generator):

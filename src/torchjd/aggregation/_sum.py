@@ -15,6 +15,8 @@ class SumWeighting(_MatrixWeighting):
     tensor([1., 1.])
     """
 
+    reads_values = False
+
     def forward(self, stat: Tensor, /) -> Tensor:
         return torch.ones(stat.shape[0], dtype=stat.dtype, device=stat.device)
 

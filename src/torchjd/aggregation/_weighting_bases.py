@@ -27,6 +27,8 @@ class Weighting(nn.Module, ABC, Generic[_T_contra]):
     """
 
     differentiable = True
+    # Whether the weights depend on the values of the input, not only on its shape.
+    reads_values = True
 
     def __init__(self) -> None:
         super().__init__()
@@ -35,7 +37,7 @@ class Weighting(nn.Module, ABC, Generic[_T_contra]):
     def forward(self, stat: _T_contra, /) -> Tensor:
         """Compute the weights ``[m]`` from the statistic."""
 
-    def __call__(self, stat: _T_contra, /) -> Tensor:
+    def __call__(self, stat: Tensor, /) -> Tensor:
         """Validate ``stat`` and compute the weights (running the module's hooks)."""
         self._check_input(stat)
         result: Tensor = super().__call__(stat)

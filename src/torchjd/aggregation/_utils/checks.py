@@ -7,6 +7,9 @@ was found, so that tests can pin them and users can fix the call.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from numbers import Integral, Real
 
 import torch
@@ -43,8 +46,49 @@ def check_finite(tensor: Tensor, name: str) -> None:
         torch._assert_async(all_finite, message)
 
 
-def check_matrix(matrix: object, name: str = "matrix") -> Tensor:
-    """Check that ``matrix`` is a finite 2-D tensor with at least one row and one column."""
+# True while an aggregator runs a computation whose output it checks itself: its matrix
+# weighting then need not read the whole matrix a second time to check its values.
+_VALUES_CHECKED_LATER: ContextVar[bool] = ContextVar("values_checked_later", default=False)
+
+
+@contextmanager
+def values_checked_later() -> Iterator[None]:
+    """Within this context, :func:`check_matrix` leaves the values to the caller."""
+    token = _VALUES_CHECKED_LATER.set(True)
+    try:
+        yield
+    finally:
+        _VALUES_CHECKED_LATER.reset(token)
+
+
+def check_result(result: Tensor, matrix: Tensor) -> None:
+    """Check the aggregation ``result`` of ``matrix``, in place of a full check of ``matrix``.
+
+    Any NaN or infinite entry of ``matrix`` makes the weighted combination of its rows
+    non-finite, so a finite result proves a finite matrix without reading it again. A non-finite
+    result is then explained: either the matrix has such entries, or its values overflow.
+    """
+    all_finite = torch.isfinite(result).all()
+    if result.device.type != "cpu":
+        torch._assert_async(
+            all_finite,
+            "The aggregation of `matrix` is not finite: `matrix` has NaN or inf entries, or "
+            "values too large for its dtype.",
+        )
+    elif not bool(all_finite):
+        check_finite(matrix, "matrix")
+        raise ValueError(
+            "The aggregation of `matrix` is not finite although `matrix` is: its values are too "
+            f"large for {matrix.dtype}. Scale the objectives down, or use float64."
+        )
+
+
+def check_matrix(matrix: object, name: str = "matrix", *, check_values: bool = True) -> Tensor:
+    """Check that ``matrix`` is a finite 2-D tensor with at least one row and one column.
+
+    With ``check_values=False``, or inside :func:`values_checked_later`, only the type, shape and
+    dtype are checked.
+    """
     tensor = check_tensor(matrix, name)
     if tensor.ndim != 2:
         raise ValueError(
@@ -61,7 +105,8 @@ def check_matrix(matrix: object, name: str = "matrix") -> Tensor:
             f"Parameter `{name}` should have a floating-point dtype. Found `{name}.dtype = "
             f"{tensor.dtype}`. Convert it first, for example with `{name}.float()`."
         )
-    check_finite(tensor, name)
+    if check_values and not _VALUES_CHECKED_LATER.get():
+        check_finite(tensor, name)
     return tensor
 
 
@@ -73,7 +118,18 @@ def check_gramian(gramian: object, name: str = "gramian") -> Tensor:
             f"Parameter `{name}` should be a square matrix of shape [m, m]. "
             f"Found `{name}.shape = {tuple(tensor.shape)}`."
         )
-    return check_matrix(tensor, name)
+    with _values_checked_now():
+        return check_matrix(tensor, name)
+
+
+@contextmanager
+def _values_checked_now() -> Iterator[None]:
+    # A Gramian is small ([m, m]): its values are always checked.
+    token = _VALUES_CHECKED_LATER.set(False)
+    try:
+        yield
+    finally:
+        _VALUES_CHECKED_LATER.reset(token)
 
 
 def check_vector(vector: object, name: str) -> Tensor:

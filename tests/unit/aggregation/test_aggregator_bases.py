@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from torchjd.aggregation import (
+    Aggregator,
+    Constant,
+    Mean,
+    MeanWeighting,
+    Sum,
+    UPGrad,
+    UPGradWeighting,
+)
+from utils.tensors import tensor_
+
+NAN = float("nan")
+INF = float("inf")
+
+
+@pytest.mark.parametrize(
+    "aggregator", [Mean(), Sum(), Constant(torch.tensor([1.0, 0.0])), UPGrad()]
+)
+@pytest.mark.parametrize("bad", [NAN, INF, -INF])
+def test_non_finite_entry_names_the_matrix(aggregator: Aggregator, bad: float) -> None:
+    """Also when the entry's weight is 0, and for aggregators that check their result only."""
+    J = tensor_([[1.0, 2.0], [3.0, bad]])
+    with pytest.raises(ValueError, match="Parameter `matrix` should only contain finite values"):
+        aggregator(J)
+
+
+def test_overflow_is_not_reported_as_a_bad_entry() -> None:
+    J = tensor_([[3e38, 1.0], [3e38, 1.0]], dtype=torch.float32)
+    with pytest.raises(ValueError, match="not finite although `matrix` is: its values are too"):
+        Sum()(J)
+
+
+def test_weighting_called_directly_checks_values() -> None:
+    """The full check is skipped only inside an aggregator that checks its result."""
+    with pytest.raises(ValueError, match="`matrix` should only contain finite values"):
+        MeanWeighting()(tensor_([[1.0, NAN]]))
+    with pytest.raises(ValueError, match="`gramian` should only contain finite values"):
+        UPGradWeighting()(tensor_([[1.0, NAN], [NAN, 1.0]]))
+    assert MeanWeighting()(tensor_([[1.0, 2.0]])).tolist() == [1.0]
+
+
+def test_shape_only_weightings_do_not_read_values() -> None:
+    assert not MeanWeighting.reads_values
+    assert UPGradWeighting.reads_values
