@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
-import torch
 from torch import Tensor, nn
 
 from torchjd.linalg import Matrix, PSDMatrix
 from torchjd.linalg._matrix import compute_gramian
 
-from ._utils.checks import check_finite, check_matrix, check_result, values_checked_later
+from ._utils.checks import check_gramian_of, check_matrix, check_result, values_checked_later
 from ._weighting_bases import Weighting
 
 
@@ -36,7 +35,8 @@ class Aggregator(nn.Module, ABC):
         """Validate ``matrix`` and aggregate it (running the module's hooks)."""
         if not self._result_proves_finite_input():
             check_matrix(matrix)
-            result: Tensor = super().__call__(matrix)
+            with values_checked_later():  # its weighting need not check the matrix again
+                result: Tensor = super().__call__(matrix)
             return result
         # Reading a large matrix only to check its values costs as much as a cheap aggregation:
         # the result is checked instead (see `check_result`).
@@ -103,13 +103,13 @@ class GramianWeightedAggregator(WeightedAggregator):
 class _ThroughGramian(Weighting[Matrix]):
     """The weighting ``J ↦ gramian_weighting(J Jᵀ)`` of a :class:`GramianWeightedAggregator`."""
 
+    _checks_what_it_passes_on = True  # the Gramian, in `forward`
+
     def __init__(self, gramian_weighting: Weighting[PSDMatrix]) -> None:
         super().__init__()
         self.weighting = gramian_weighting
 
     def forward(self, stat: Matrix, /) -> Tensor:
         gramian = compute_gramian(stat)
-        if stat.device.type == "cpu" and not bool(torch.isfinite(gramian).all()):
-            # Name the input at fault before the Gramian weighting rejects the Gramian.
-            check_finite(stat, "matrix")
+        check_gramian_of(stat, gramian)  # names the matrix, if it is the cause
         return self.weighting(gramian)

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from torchjd.linalg import Matrix, PSDMatrix
 
-from ._utils.checks import check_gramian, check_matrix
+from ._utils.checks import check_gramian, check_matrix, values_checked_later
 
 _T_contra = TypeVar("_T_contra", bound=Tensor, contravariant=True)
 _U = TypeVar("_U", bound=Tensor)
@@ -29,6 +29,9 @@ class Weighting(nn.Module, ABC, Generic[_T_contra]):
     differentiable = True
     # Whether the weights depend on the values of the input, not only on its shape.
     reads_values = True
+    # Whether everything `forward` passes to nested weightings has had its values checked (the
+    # input, by `_check_input`, or data derived from it and checked in `forward`).
+    _checks_what_it_passes_on = False
 
     def __init__(self) -> None:
         super().__init__()
@@ -40,7 +43,11 @@ class Weighting(nn.Module, ABC, Generic[_T_contra]):
     def __call__(self, stat: Tensor, /) -> Tensor:
         """Validate ``stat`` and compute the weights (running the module's hooks)."""
         self._check_input(stat)
-        result: Tensor = super().__call__(stat)
+        if not self._checks_what_it_passes_on:
+            result: Tensor = super().__call__(stat)
+        else:
+            with values_checked_later():  # nested weightings need not check the data again
+                result = super().__call__(stat)
         return result
 
     def _check_input(self, stat: Tensor) -> None:
@@ -54,12 +61,16 @@ class Weighting(nn.Module, ABC, Generic[_T_contra]):
 class _MatrixWeighting(Weighting[Matrix], ABC):
     """A weighting whose input is a Jacobian matrix ``[m, n]`` (or any matrix with ``m`` rows)."""
 
+    _checks_what_it_passes_on = True
+
     def _check_input(self, stat: Tensor) -> None:
         check_matrix(stat)
 
 
 class _GramianWeighting(Weighting[PSDMatrix], ABC):
     """A weighting whose input is the Gramian ``J Jᵀ`` of a Jacobian, of shape ``[m, m]``."""
+
+    _checks_what_it_passes_on = True
 
     def _check_input(self, stat: Tensor) -> None:
         check_gramian(stat)

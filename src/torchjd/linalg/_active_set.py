@@ -69,6 +69,9 @@ def _pivot(U: Tensor, G: Tensor, max_iter: int, F0: Tensor | None) -> tuple[Tens
     """Run the pivoting variant of the device and report non-convergence."""
     c = U @ G  # row i is (G u_i)ᵀ, since G is symmetric
     if U.device.type == "cpu":
+        if F0 is None and bool((c >= 0.0).all()):
+            # Nothing conflicts with any u: every projection is u itself.
+            return torch.zeros_like(U), torch.zeros(U.shape, dtype=torch.bool)
         z, F, converged = _pivot_compact(G, c, U, max_iter, F0)
         if not bool(converged.all()):
             raise ProjectionError(
@@ -83,23 +86,30 @@ def _pivot(U: Tensor, G: Tensor, max_iter: int, F0: Tensor | None) -> tuple[Tens
     return z, F
 
 
-def _tolerance(G: Tensor, U: Tensor, z: Tensor) -> Tensor:
-    """Rounding-noise level of ``y = G v`` for each row, shape ``[k, 1]``."""
-    m = G.shape[0]
-    eps = torch.finfo(G.dtype).eps
-    g_max = G.diagonal().max()  # ≥ |G_jk| for a positive semi-definite G
-    v_max = torch.maximum(U.abs().amax(dim=-1), z.abs().amax(dim=-1))
-    return (_TOL_FACTOR * math.sqrt(m) * eps * g_max * v_max).unsqueeze(-1)
+class _Noise:
+    """The rounding-noise level of ``y = G v``: ``4·√m·eps·max(G)·‖v‖_∞`` for each row.
 
-
-def _violations(F: Tensor, z: Tensor, y: Tensor, G: Tensor, U: Tensor) -> Tensor:
-    """The variables that break the KKT conditions by more than the rounding noise.
-
-    A free ``z_j < 0`` is measured by how much dropping it would change ``y_j`` (``G_jj z_j``),
-    so that both tests are in the units of ``y``.
+    A violation smaller than this is noise; a larger tolerance would stop at a less exact
+    solution. The constant part is computed once per solve.
     """
-    tol = _tolerance(G, U, z)
-    return (F & (z * G.diagonal() < -tol)) | (~F & (y < -tol))
+
+    def __init__(self, G: Tensor, U: Tensor) -> None:
+        eps = torch.finfo(G.dtype).eps
+        # max(diag G) ≥ |G_jk| for a positive semi-definite G.
+        self.scale = G.diagonal().max() * (_TOL_FACTOR * math.sqrt(G.shape[0]) * eps)
+        self.diag = G.diagonal()
+        self.u_max = U.abs().amax(dim=-1)
+
+    def violations(self, F: Tensor, z: Tensor, y: Tensor, rows: Tensor | None = None) -> Tensor:
+        """The variables that break the KKT conditions by more than the rounding noise.
+
+        A free ``z_j < 0`` is measured by how much dropping it would change ``y_j``
+        (``G_jj z_j``), so that both tests are in the units of ``y``. ``rows`` selects the rows
+        of ``U`` that ``F``, ``z`` and ``y`` belong to.
+        """
+        u_max = self.u_max if rows is None else self.u_max[rows]
+        tol = -(self.scale * torch.maximum(u_max, z.abs().amax(dim=-1))).unsqueeze(-1)
+        return torch.where(F, z * self.diag < tol, y < tol)
 
 
 def _exchange(F: Tensor, V: Tensor, best: Tensor, budget: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -109,6 +119,8 @@ def _exchange(F: Tensor, V: Tensor, best: Tensor, budget: Tensor) -> tuple[Tenso
     full = improved | (budget >= 1)
     budget = torch.where(improved, _FULL_EXCHANGE_BUDGET, torch.where(full, budget - 1, budget))
     best = torch.where(improved, n_violations, best)
+    if V.device.type == "cpu" and bool(full.all()):
+        return F ^ V, best, budget  # the usual case: no backup step to prepare
     m = V.shape[-1]
     last = m - 1 - torch.argmax(V.flip(-1).to(torch.uint8), dim=-1)
     single = torch.nn.functional.one_hot(last, m).bool() & V
@@ -128,15 +140,16 @@ def _pivot_compact(
     F_out = torch.zeros(k, m, dtype=torch.bool, device=U.device)
     converged = torch.zeros(k, dtype=torch.bool, device=U.device)
     rows = torch.arange(k, device=U.device)
-    c_a, U_a, z_a = c, U, torch.zeros_like(U)
+    c_a, z_a = c, torch.zeros_like(U)
     F_a = F_out.clone() if F0 is None else F0.clone()
     warm = F_a.any(dim=-1)
     if bool(warm.any()):
         z_a[warm] = _solve_compact(G, c_a[warm], F_a[warm])
     best = torch.full((k,), m + 1, device=U.device)
     budget = torch.full((k,), _FULL_EXCHANGE_BUDGET, device=U.device)
+    noise = _Noise(G, U)
     for _ in range(max_iter + 1):
-        V = _violations(F_a, z_a, c_a + z_a @ G, G, U_a)
+        V = noise.violations(F_a, z_a, torch.addmm(c_a, z_a, G), rows)
         active = V.any(dim=-1)
         n_active = int(active.sum())
         if n_active < rows.shape[0]:
@@ -146,7 +159,7 @@ def _pivot_compact(
             F_out[done] = F_a[~active]
             if n_active == 0:
                 break
-            rows, V, c_a, U_a = rows[active], V[active], c_a[active], U_a[active]
+            rows, V, c_a = rows[active], V[active], c_a[active]
             F_a, best, budget = F_a[active], best[active], budget[active]
         F_a, best, budget = _exchange(F_a, V, best, budget)
         z_a = _solve_compact(G, c_a, F_a)
@@ -165,13 +178,14 @@ def _pivot_masked(
         z = _solve_masked(G, c, F)
     best = torch.full((k,), m + 1, device=U.device)
     budget = torch.full((k,), _FULL_EXCHANGE_BUDGET, device=U.device)
+    noise = _Noise(G, U)
     for _ in range(max_iter):
         y = c + z @ G
-        V = _violations(F, z, y, G, U)
+        V = noise.violations(F, z, y)
         F, best, budget = _exchange(F, V, best, budget)  # converged rows have no violators
         z = _solve_masked(G, c, F)
     y = c + z @ G
-    converged = ~_violations(F, z, y, G, U).any(dim=-1)
+    converged = ~noise.violations(F, z, y).any(dim=-1)
     return z, F, converged
 
 

@@ -28,14 +28,11 @@ def normalize(gramian: Tensor, eps: float) -> Tensor:
     synchronisation on accelerators.
     """
     trace = gramian.diagonal().sum()
-    large = trace >= eps
-    safe_trace = torch.where(large, trace, torch.ones_like(trace))
-    return torch.where(large, gramian / safe_trace, torch.zeros_like(gramian))
+    return gramian * torch.where(trace >= eps, 1.0 / trace, 0.0)
 
 
 def regularize(gramian: Tensor, eps: float) -> Tensor:
     """Return ``gramian + eps * I``."""
-    if eps == 0.0:
-        return gramian
-    eye = torch.eye(gramian.shape[-1], dtype=gramian.dtype, device=gramian.device)
-    return gramian + eps * eye
+    result = gramian.clone()
+    result.diagonal().add_(eps)
+    return result

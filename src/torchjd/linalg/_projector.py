@@ -8,6 +8,7 @@ from torch import Tensor
 from ._active_set import project_onto_dual_cone
 from ._dual_cone import DualConeProjector
 from ._matrix import normalize, regularize
+from ._small import MAX_SMALL_M, project_small
 
 # Cholesky has no half-precision kernels; such Gramians are solved in float32.
 _UPCAST = {torch.float16: torch.float32, torch.bfloat16: torch.float32}
@@ -56,6 +57,8 @@ class ActiveSetProjector(DualConeProjector):
         m = G.shape[-1]
         on_cpu = G.device.type == "cpu"
         max_iter = self.max_iter or (10 * m + 50 if on_cpu else 24)
+        if on_cpu and m <= MAX_SMALL_M and U.numel() <= MAX_SMALL_M * m:
+            return self._project_small(U, G, max_iter)
         if on_cpu:
             # The reduced Gramian can have a condition number of ~1e4, too much for a float32
             # solve to be exact; on the CPU, LAPACK factorises these small matrices as fast in
@@ -72,6 +75,19 @@ class ActiveSetProjector(DualConeProjector):
             )
             V = project_onto_dual_cone(U.reshape(-1, m).to(work_dtype), G_hat, max_iter, G_exact)
         return V.reshape(U.shape).to(U.dtype)
+
+    def _project_small(self, U: Tensor, G: Tensor, max_iter: int) -> Tensor:
+        """The same computation in Python floats (float64), for a handful of objectives."""
+        m = G.shape[-1]
+        rows: list[list[float]] = G.tolist()
+        trace = sum(rows[j][j] for j in range(m))
+        factor = 1.0 / trace if trace >= self.norm_eps else 0.0
+        G_hat = [
+            [rows[a][b] * factor + (self.reg_eps if a == b else 0.0) for b in range(m)]
+            for a in range(m)
+        ]
+        V = project_small(U.reshape(-1, m).tolist(), G_hat, max_iter)
+        return torch.tensor(V, dtype=U.dtype, device=U.device).reshape(U.shape)
 
     def _normalize_and_regularize(self, G: Tensor) -> Tensor:
         return regularize(normalize(G, self.norm_eps), self.reg_eps)

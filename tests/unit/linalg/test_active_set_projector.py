@@ -7,6 +7,7 @@ import torch
 from torch import Tensor
 
 import torchjd.linalg._active_set as active_set
+import torchjd.linalg._small as small_solver
 from settings import DEVICE, DTYPE
 from torchjd.linalg import ActiveSetProjector
 from utils.qp_reference import gramian_norm_error, project_reference, regularized_gramian
@@ -192,7 +193,7 @@ def test_conflict_free_rows_need_no_solve(monkeypatch: pytest.MonkeyPatch) -> No
     U = torch.eye(6, dtype=DTYPE) / 6
     V = project_dual_cone_cpu(U, J @ J.T)
     assert calls == []
-    torch.testing.assert_close(V, U)
+    torch.testing.assert_close(V, U.double().to(DTYPE))
     # Rows 0 and 1 conflict; rows 2 and 3 are orthogonal to them: only two vectors need a solve.
     J = torch.tensor([[1.0, 0.0, 0.0], [-0.5, 1.0, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, 2.0]])
     V = project_dual_cone_cpu(torch.eye(4, dtype=DTYPE) / 4, (J @ J.T).to(DTYPE))
@@ -202,7 +203,9 @@ def test_conflict_free_rows_need_no_solve(monkeypatch: pytest.MonkeyPatch) -> No
 
 
 def project_dual_cone_cpu(U: Tensor, G: Tensor) -> Tensor:
-    return ActiveSetProjector()(U, G)
+    """The batched tensor solver (``ActiveSetProjector`` would use the Python one for m ≤ 8)."""
+    G_hat = regularized_gramian(G, 1e-4, 1e-4)
+    return active_set.project_onto_dual_cone(U.double(), G_hat, 100).to(U.dtype)
 
 
 @pytest.mark.parametrize("name", ["m5_full", "m32_rank10", "m41_duplicated", "m48_opposed"])
@@ -326,3 +329,31 @@ def test_float64_confirmation_of_float32_free_sets(name: str) -> None:
     V = active_set.project_onto_dual_cone(U32, G32, 1000, G_exact=G64)
     V_ref = project_reference(U32.double(), G64)  # 1/m rounded to float32
     torch.testing.assert_close(V, V_ref, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("m", [1, 2, 3, 5, 8])
+@pytest.mark.parametrize("seed", range(6))
+def test_python_solver_for_few_objectives_matches_tensor_solver(m: int, seed: int) -> None:
+    """m ≤ 8 is solved in Python floats: it must agree with the batched tensor solver."""
+    g = _generator(seed)
+    rank = max(1, m - seed % 3)  # some rank-deficient Gramians
+    J = torch.randn(m, rank, generator=g, dtype=torch.float64) @ torch.randn(
+        rank, 6, generator=g, dtype=torch.float64
+    )
+    U = torch.cat([torch.eye(m, dtype=torch.float64) / m, torch.randn(2, m, generator=g)])
+    G_hat = regularized_gramian(J @ J.T, 1e-4, 1e-4)
+    small_rows = small_solver.project_small(U.tolist(), G_hat.tolist(), 100)
+    small = torch.tensor(small_rows, dtype=torch.float64)
+    batched = active_set.project_onto_dual_cone(U, G_hat, 100)
+    torch.testing.assert_close(small, batched, rtol=1e-10, atol=1e-11)
+    torch.testing.assert_close(small, project_reference(U, G_hat), rtol=1e-9, atol=1e-11)
+
+
+def test_python_solver_errors() -> None:
+    J = torch.tensor([[1.0, 0.0], [1.0, 0.0], [-1.0, 0.1]], dtype=torch.float64)
+    U = (torch.eye(3, dtype=torch.float64) / 3).tolist()
+    with pytest.raises(RuntimeError, match="`reg_eps`"):
+        small_solver.project_small(U, (J @ J.T).tolist(), 100)
+    G_hat = regularized_gramian(_opposed(8, 3) @ _opposed(8, 3).T, 1e-4, 1e-4)
+    with pytest.raises(RuntimeError, match="did not converge in max_iter=0"):
+        small_solver.project_small((torch.eye(8) / 8).tolist(), G_hat.tolist(), 0)

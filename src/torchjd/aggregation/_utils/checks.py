@@ -25,6 +25,23 @@ def check_tensor(value: object, name: str) -> Tensor:
     return value
 
 
+def check_gramian_of(matrix: Tensor, gramian: Tensor) -> None:
+    """Check that the Gramian of a matrix is finite, naming the matrix when it is not."""
+    all_finite = torch.isfinite(gramian).all()
+    if gramian.device.type != "cpu":
+        torch._assert_async(
+            all_finite,
+            "The Gramian of `matrix` is not finite: `matrix` has NaN or inf entries, or values "
+            "too large for its dtype.",
+        )
+    elif not bool(all_finite):
+        check_finite(matrix, "matrix")
+        raise ValueError(
+            "The Gramian of `matrix` is not finite although `matrix` is: its values are too "
+            f"large for {matrix.dtype}. Scale the objectives down, or use float64."
+        )
+
+
 def check_finite(tensor: Tensor, name: str) -> None:
     """Raise a ``ValueError`` if ``tensor`` has a NaN or infinite entry.
 
@@ -46,8 +63,8 @@ def check_finite(tensor: Tensor, name: str) -> None:
         torch._assert_async(all_finite, message)
 
 
-# True while an aggregator runs a computation whose output it checks itself: its matrix
-# weighting then need not read the whole matrix a second time to check its values.
+# True while the values of the data being processed are known to be checked (before or after):
+# nested weightings then skip their own, possibly large, reads of the same data.
 _VALUES_CHECKED_LATER: ContextVar[bool] = ContextVar("values_checked_later", default=False)
 
 
@@ -118,18 +135,7 @@ def check_gramian(gramian: object, name: str = "gramian") -> Tensor:
             f"Parameter `{name}` should be a square matrix of shape [m, m]. "
             f"Found `{name}.shape = {tuple(tensor.shape)}`."
         )
-    with _values_checked_now():
-        return check_matrix(tensor, name)
-
-
-@contextmanager
-def _values_checked_now() -> Iterator[None]:
-    # A Gramian is small ([m, m]): its values are always checked.
-    token = _VALUES_CHECKED_LATER.set(False)
-    try:
-        yield
-    finally:
-        _VALUES_CHECKED_LATER.reset(token)
+    return check_matrix(tensor, name)
 
 
 def check_vector(vector: object, name: str) -> Tensor:
