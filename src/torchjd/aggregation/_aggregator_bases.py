@@ -9,7 +9,13 @@ from torch import Tensor, nn
 from torchjd.linalg import Matrix, PSDMatrix
 from torchjd.linalg._matrix import compute_gramian
 
-from ._utils.checks import check_gramian_of, check_matrix, check_result, values_checked_later
+from ._utils.checks import (
+    check_gramian_of,
+    check_matrix,
+    check_result,
+    check_weights,
+    values_checked_later,
+)
 from ._weighting_bases import Weighting
 
 
@@ -43,8 +49,11 @@ class Aggregator(nn.Module, ABC):
         tensor = check_matrix(matrix, check_values=False)
         with values_checked_later():
             result = super().__call__(tensor)
-        check_result(result, tensor)
+        self._check_result(result, tensor)
         return result
+
+    def _check_result(self, result: Tensor, matrix: Tensor) -> None:
+        check_result(result, matrix)
 
     def _result_proves_finite_input(self) -> bool:
         """Whether a NaN or inf in the input always shows in the output (or in a checked
@@ -99,6 +108,11 @@ class GramianWeightedAggregator(WeightedAggregator):
         # The Gramian of a matrix with a NaN or inf entry is not finite, and it is checked.
         return True
 
+    def _check_result(self, result: Tensor, matrix: Tensor) -> None:
+        # Nothing left to check: the Gramian proved the matrix finite, and the weights were
+        # checked (both are small), so only an overflow of the combination could remain.
+        pass
+
 
 class _ThroughGramian(Weighting[Matrix]):
     """The weighting ``J ↦ gramian_weighting(J Jᵀ)`` of a :class:`GramianWeightedAggregator`."""
@@ -112,4 +126,6 @@ class _ThroughGramian(Weighting[Matrix]):
     def forward(self, stat: Matrix, /) -> Tensor:
         gramian = compute_gramian(stat)
         check_gramian_of(stat, gramian)  # names the matrix, if it is the cause
-        return self.weighting(gramian)
+        weights = self.weighting(gramian)
+        check_weights(weights, self.weighting)
+        return weights

@@ -6,6 +6,7 @@ import torch
 from torchjd.aggregation import (
     Aggregator,
     Constant,
+    GramianWeightedAggregator,
     Mean,
     MeanWeighting,
     Sum,
@@ -47,3 +48,14 @@ def test_weighting_called_directly_checks_values() -> None:
 def test_shape_only_weightings_do_not_read_values() -> None:
     assert not MeanWeighting.reads_values
     assert UPGradWeighting.reads_values
+
+
+class _BrokenWeighting(UPGradWeighting):
+    def forward(self, stat: torch.Tensor, /) -> torch.Tensor:
+        return torch.full((stat.shape[0],), NAN, dtype=stat.dtype, device=stat.device)
+
+
+def test_non_finite_weights_from_a_finite_gramian_are_an_error() -> None:
+    aggregator = GramianWeightedAggregator(_BrokenWeighting())
+    with pytest.raises(RuntimeError, match="returned non-finite weights from a finite Gramian"):
+        aggregator(tensor_([[1.0, 2.0], [3.0, 4.0]]))

@@ -42,6 +42,16 @@ def check_gramian_of(matrix: Tensor, gramian: Tensor) -> None:
         )
 
 
+def check_weights(weights: Tensor, source: object) -> None:
+    """Check that a weighting returned finite weights from finite input (else it is a bug)."""
+    all_finite = torch.isfinite(weights).all()
+    message = f"{source} returned non-finite weights from a finite Gramian."
+    if weights.device.type != "cpu":
+        torch._assert_async(all_finite, message)
+    elif not bool(all_finite):
+        raise RuntimeError(message)
+
+
 def check_finite(tensor: Tensor, name: str) -> None:
     """Raise a ``ValueError`` if ``tensor`` has a NaN or infinite entry.
 
