@@ -10,9 +10,9 @@ from torchjd.linalg import Matrix, PSDMatrix
 from torchjd.linalg._matrix import compute_gramian
 
 from ._utils.checks import (
+    check_derived_from_matrix,
     check_gramian_of,
     check_matrix,
-    check_result,
     check_weights,
     values_checked_later,
 )
@@ -45,7 +45,7 @@ class Aggregator(nn.Module, ABC):
                 result: Tensor = super().__call__(matrix)
             return result
         # Reading a large matrix only to check its values costs as much as a cheap aggregation:
-        # the result is checked instead (see `check_result`).
+        # the result is checked instead (see `check_derived_from_matrix`).
         tensor = check_matrix(matrix, check_values=False)
         with values_checked_later():
             result = super().__call__(tensor)
@@ -53,7 +53,7 @@ class Aggregator(nn.Module, ABC):
         return result
 
     def _check_result(self, result: Tensor, matrix: Tensor) -> None:
-        check_result(result, matrix)
+        check_derived_from_matrix(result, matrix, "The aggregation")
 
     def _result_proves_finite_input(self) -> bool:
         """Whether a NaN or inf in the input always shows in the output (or in a checked

@@ -2,18 +2,12 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from torchjd.linalg import DualConeProjector, PSDMatrix
+from torchjd.linalg import PSDMatrix
 
-from ._aggregator_bases import GramianWeightedAggregator
-from ._mean import MeanWeighting
-from ._utils.non_differentiable import NonDifferentiable
-from ._utils.pref_vector import pref_vector_to_weighting
-from ._utils.projector import make_projector
-from ._utils.str import pref_suffix
-from ._weighting_bases import _GramianWeighting
+from ._utils.dual_cone import DualConeAggregator, DualConeWeighting
 
 
-class DualProjWeighting(NonDifferentiable, _GramianWeighting):
+class DualProjWeighting(DualConeWeighting):
     r"""The weights of :class:`DualProj`, computed from the Gramian ``G = J Jᵀ``.
 
     With the preference weights ``u`` (``1/m`` each by default), the weights are
@@ -37,35 +31,20 @@ class DualProjWeighting(NonDifferentiable, _GramianWeighting):
         tensor([0.6109, 0.5000])
     """
 
-    def __init__(
-        self,
-        pref_vector: Tensor | None = None,
-        norm_eps: float = 0.0001,
-        reg_eps: float = 0.0001,
-        solver: str = "active_set",
-        *,
-        projector: DualConeProjector | None = None,
-    ) -> None:
-        super().__init__()
-        self.weighting = pref_vector_to_weighting(pref_vector, MeanWeighting())
-        self.pref_vector = pref_vector
-        self.projector = make_projector(norm_eps, reg_eps, solver, projector)
-
     def forward(self, stat: PSDMatrix, /) -> Tensor:
         u = self.weighting(stat)
         return self.projector(u.unsqueeze(0), stat).squeeze(0)
 
-    def extra_repr(self) -> str:
-        return f"pref_vector={self.pref_vector!r}, projector={self.projector!r}"
 
-
-class DualProj(NonDifferentiable, GramianWeightedAggregator):
+class DualProj(DualConeAggregator):
     r"""Projects the preference-weighted combination of the rows (their mean by default) onto
     their dual cone ``{x : J x ≥ 0}``: a GEM-style projection (Lopez-Paz & Ranzato, 2017), as
     described in *Jacobian Descent For Multi-Objective Optimization* (Quinton & Rey, 2024).
 
     The result conflicts with no row (``J @ DualProj(J) ≥ 0``). The projection is solved exactly
-    in the Gramian (see :class:`DualProjWeighting`).
+    in the Gramian (see :class:`DualProjWeighting`). As for :class:`UPGrad`, this is exact with
+    ``reg_eps=0``; the default ``reg_eps=1e-4`` bounds the conflict by
+    ``(J d)_j ≥ −reg_eps·trace(G)·w_j``, which matters for rows much smaller than the others.
 
     Args:
         pref_vector: The preference weights ``[m]``. Defaults to ``1/m`` each.
@@ -81,23 +60,4 @@ class DualProj(NonDifferentiable, GramianWeightedAggregator):
         tensor([0.5563, 1.1109, 1.1109])
     """
 
-    gramian_weighting: DualProjWeighting
-
-    def __init__(
-        self,
-        pref_vector: Tensor | None = None,
-        norm_eps: float = 0.0001,
-        reg_eps: float = 0.0001,
-        solver: str = "active_set",
-        *,
-        projector: DualConeProjector | None = None,
-    ) -> None:
-        super().__init__(
-            DualProjWeighting(pref_vector, norm_eps, reg_eps, solver, projector=projector)
-        )
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.gramian_weighting.extra_repr()})"
-
-    def __str__(self) -> str:
-        return f"{type(self).__name__}{pref_suffix(self.gramian_weighting.pref_vector)}"
+    weighting_class = DualProjWeighting

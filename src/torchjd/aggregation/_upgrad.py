@@ -3,18 +3,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from torchjd.linalg import DualConeProjector, PSDMatrix
+from torchjd.linalg import PSDMatrix
 
-from ._aggregator_bases import GramianWeightedAggregator
-from ._mean import MeanWeighting
-from ._utils.non_differentiable import NonDifferentiable
-from ._utils.pref_vector import pref_vector_to_weighting
-from ._utils.projector import make_projector
-from ._utils.str import pref_suffix
-from ._weighting_bases import _GramianWeighting
+from ._utils.dual_cone import DualConeAggregator, DualConeWeighting
 
 
-class UPGradWeighting(NonDifferentiable, _GramianWeighting):
+class UPGradWeighting(DualConeWeighting):
     r"""The weights of :class:`UPGrad`, computed from the Gramian ``G = J Jᵀ``.
 
     With the preference weights ``u`` (``1/m`` each by default), each ``u_i e_i`` is projected:
@@ -38,29 +32,12 @@ class UPGradWeighting(NonDifferentiable, _GramianWeighting):
         tensor([1.1109, 0.7894])
     """
 
-    def __init__(
-        self,
-        pref_vector: Tensor | None = None,
-        norm_eps: float = 0.0001,
-        reg_eps: float = 0.0001,
-        solver: str = "active_set",
-        *,
-        projector: DualConeProjector | None = None,
-    ) -> None:
-        super().__init__()
-        self.weighting = pref_vector_to_weighting(pref_vector, MeanWeighting())
-        self.pref_vector = pref_vector
-        self.projector = make_projector(norm_eps, reg_eps, solver, projector)
-
     def forward(self, stat: PSDMatrix, /) -> Tensor:
         u = self.weighting(stat)
         return self.projector(torch.diag(u), stat).sum(dim=0)
 
-    def extra_repr(self) -> str:
-        return f"pref_vector={self.pref_vector!r}, projector={self.projector!r}"
 
-
-class UPGrad(NonDifferentiable, GramianWeightedAggregator):
+class UPGrad(DualConeAggregator):
     r"""Unconflicting Projection of Gradients (UPGrad), from *Jacobian Descent For
     Multi-Objective Optimization* (Quinton & Rey, 2024, Section 2.3).
 
@@ -69,6 +46,11 @@ class UPGrad(NonDifferentiable, GramianWeightedAggregator):
     conflicts with no row (``J @ UPGrad(J) ≥ 0``), is linear under positive scaling of the rows,
     and equals the mean of the rows when no two rows conflict. The projections are solved
     exactly, all at once, in the Gramian (see :class:`UPGradWeighting`).
+
+    The two properties are exact with ``reg_eps=0``. The default ``reg_eps=1e-4`` (as in TorchJD)
+    projects with the Gramian ``G / trace(G) + reg_eps·I``, which keeps every projection
+    well-posed but bounds the conflict only by ``(J d)_j ≥ −reg_eps·trace(G)·w_j`` (``w`` the
+    weights) and makes rows much smaller than the others count slightly less than linearly.
 
     Args:
         pref_vector: The preference weights ``[m]``. Defaults to ``1/m`` each.
@@ -84,23 +66,4 @@ class UPGrad(NonDifferentiable, GramianWeightedAggregator):
         tensor([0.5000, 2.5000])
     """
 
-    gramian_weighting: UPGradWeighting
-
-    def __init__(
-        self,
-        pref_vector: Tensor | None = None,
-        norm_eps: float = 0.0001,
-        reg_eps: float = 0.0001,
-        solver: str = "active_set",
-        *,
-        projector: DualConeProjector | None = None,
-    ) -> None:
-        super().__init__(
-            UPGradWeighting(pref_vector, norm_eps, reg_eps, solver, projector=projector)
-        )
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.gramian_weighting.extra_repr()})"
-
-    def __str__(self) -> str:
-        return f"{type(self).__name__}{pref_suffix(self.gramian_weighting.pref_vector)}"
+    weighting_class = UPGradWeighting

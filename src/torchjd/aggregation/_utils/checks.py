@@ -25,19 +25,7 @@ def check_tensor(value: object, name: str) -> Tensor:
 
 def check_gramian_of(matrix: Tensor, gramian: Tensor) -> None:
     """Check that the Gramian of a matrix is finite, naming the matrix when it is not."""
-    all_finite = torch.isfinite(gramian).all()
-    if gramian.device.type != "cpu":
-        torch._assert_async(
-            all_finite,
-            "The Gramian of `matrix` is not finite: `matrix` has NaN or inf entries, or values "
-            "too large for its dtype.",
-        )
-    elif not bool(all_finite):
-        check_finite(matrix, "matrix")
-        raise ValueError(
-            "The Gramian of `matrix` is not finite although `matrix` is: its values are too "
-            f"large for {matrix.dtype}. Scale the objectives down, or use float64."
-        )
+    check_derived_from_matrix(gramian, matrix, "The Gramian")
 
 
 def check_weights(weights: Tensor, source: object) -> None:
@@ -92,25 +80,26 @@ class values_checked_later:  # noqa: N801 (used like a function, as contextlib's
         _VALUES_CHECKED_LATER.reset(self._token)
 
 
-def check_result(result: Tensor, matrix: Tensor) -> None:
-    """Check the aggregation ``result`` of ``matrix``, in place of a full check of ``matrix``.
+def check_derived_from_matrix(derived: Tensor, matrix: Tensor, what: str) -> None:
+    """Check ``derived`` (the aggregation of ``matrix``, or its Gramian) in place of a full
+    check of ``matrix``.
 
-    Any NaN or infinite entry of ``matrix`` makes the weighted combination of its rows
-    non-finite, so a finite result proves a finite matrix without reading it again. A non-finite
-    result is then explained: either the matrix has such entries, or its values overflow.
+    Any NaN or infinite entry of ``matrix`` makes its Gramian, and any weighted combination of its
+    rows, non-finite: a finite ``derived`` proves a finite matrix without reading it again. A
+    non-finite one is then explained: either the matrix has such entries, or its values overflow.
     """
-    all_finite = torch.isfinite(result).all()
-    if result.device.type != "cpu":
+    all_finite = torch.isfinite(derived).all()
+    if derived.device.type != "cpu":
         torch._assert_async(
             all_finite,
-            "The aggregation of `matrix` is not finite: `matrix` has NaN or inf entries, or "
-            "values too large for its dtype.",
+            f"{what} of `matrix` is not finite: `matrix` has NaN or inf entries, or values too "
+            "large for its dtype.",
         )
     elif not bool(all_finite):
         check_finite(matrix, "matrix")
         raise ValueError(
-            "The aggregation of `matrix` is not finite although `matrix` is: its values are too "
-            f"large for {matrix.dtype}. Scale the objectives down, or use float64."
+            f"{what} of `matrix` is not finite although `matrix` is: its values are too large "
+            f"for {matrix.dtype}. Scale the objectives down, or use float64."
         )
 
 
