@@ -21,8 +21,10 @@ class ActiveSetProjector(DualConeProjector):
     ``norm_eps``) and regularised by ``reg_eps · I``, which makes every projection a strictly
     convex problem with a unique solution. All rows of ``U`` are then solved at once by block
     principal pivoting on the non-negative least-squares form of the problem (Kim & Park, 2011),
-    which terminates with the exact solution, up to rounding. The computation stays in the
-    Gramian's dtype and device; on accelerators it reads nothing back to the host.
+    which terminates with the exact solution, up to rounding. The result has the dtype and
+    device of ``U``. On the CPU the solve runs in float64 (in plain Python floats for up to 8
+    objectives), so that it is exact even for ill-conditioned Gramians; on accelerators it runs in
+    the Gramian's dtype, confirms the free sets in float64, and reads nothing back to the host.
 
     Args:
         norm_eps: Below this trace, the Gramian is treated as zero. Defaults to ``1e-4``.
