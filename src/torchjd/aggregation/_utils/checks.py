@@ -190,14 +190,6 @@ def check_positive(value: object, name: str) -> float:
     return result
 
 
-def check_in_unit_interval(value: object, name: str) -> float:
-    """Return ``value`` as a float, or raise unless it lies in ``[0, 1]``."""
-    result = _check_real(value, name)
-    if not 0.0 <= result <= 1.0:
-        raise ValueError(f"Parameter `{name}` should be in [0, 1]. Found {name}={value!r}.")
-    return result
-
-
 def _check_int(value: object, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, Integral):
         raise TypeError(
