@@ -29,3 +29,18 @@ def pytest_make_parametrize_id(config: pytest.Config, val: object, argname: str)
     if isinstance(val, Tensor):
         return f"T{list(val.shape)}"
     return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip the ``device_assert`` tests on accelerators.
+
+    There, a failed check of tensor values is a device-side assertion, after which the CUDA
+    context of the process is unusable: every later test would fail. These checks are tested
+    in subprocesses instead (``tests/unit/test_device_asserts.py``).
+    """
+    if DEVICE.type == "cpu":
+        return
+    skip = pytest.mark.skip(reason="a failed device-side assertion ends the CUDA context")
+    for item in items:
+        if item.get_closest_marker("device_assert") is not None:
+            item.add_marker(skip)

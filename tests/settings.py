@@ -19,7 +19,11 @@ def _device() -> torch.device:
         raise ValueError(f"PYTEST_TORCH_DEVICE should be 'cpu' or 'cuda[:N]'. Found {name!r}.")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"PYTEST_TORCH_DEVICE={name!r} but CUDA is not available.")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda" and ":" not in name:
+        # Tensors report their device with an index: compare like with like.
+        device = torch.device("cuda", torch.cuda.current_device())
+    return device
 
 
 def _dtype() -> torch.dtype:

@@ -101,7 +101,7 @@ class MGDA(GramianWeightedAggregator):
         max_iters: The positive maximal number of Frank–Wolfe iterations. Default: ``100``.
 
     >>> import torch
-    >>> MGDA()(torch.tensor([[-4.0, 1.0, 1.0], [6.0, 1.0, 1.0]]))
+    >>> MGDA()(torch.tensor([[-4.0, 1.0, 1.0], [6.0, 1.0, 1.0]])).round(decimals=6)
     tensor([0., 1., 1.])
     """
 

@@ -29,6 +29,8 @@ import math
 import torch
 from torch import Tensor
 
+from torchjd._device_assert import device_assert
+
 # How many full exchanges Kim & Park's method tries without progress before the backup rule.
 _FULL_EXCHANGE_BUDGET = 3
 # Tolerance factor on the rounding noise of ``y = G v``, ``√m·eps·max(G)·‖v‖``. A violation
@@ -40,9 +42,7 @@ class ProjectionError(RuntimeError):
     """Raised when a dual-cone projection does not converge in its iteration budget."""
 
 
-def project_onto_dual_cone(
-    U: Tensor, G: Tensor, max_iter: int, G_exact: Tensor | None = None
-) -> Tensor:
+def project_onto_dual_cone(U: Tensor, G: Tensor, max_iter: int) -> Tensor:
     """Return ``V`` such that each row ``v`` solves ``min vᵀ G v  s.t.  v ≥ u``.
 
     Args:
@@ -50,29 +50,12 @@ def project_onto_dual_cone(
         G: A symmetric positive-definite matrix ``[m, m]`` (positive semi-definite is enough for
             the rows that need no solve).
         max_iter: The number of pivoting iterations allowed (run in full on accelerators).
-        G_exact: ``G`` in float64, when ``G`` is in a lower precision. The free sets found in
-            ``G``'s precision are then checked, and corrected if needed, in float64, so that the
-            result is accurate to ``G``'s precision even when ``G`` is ill-conditioned (with
-            ``reg_eps = 1e-4``, its condition number can reach ~1e4, and a float32 solve alone
-            can be off by ~1e-3).
     """
-    z, F = _pivot(U, G, max_iter, None)
-    if G_exact is not None:
-        # Second pass in float64, warm-started from the free sets found in G's precision: it
-        # usually only confirms them, with one float64 solve.
-        U = U.to(G_exact.dtype)
-        z, F = _pivot(U, G_exact, max_iter, F)
-    return U + z.clamp(min=0.0)
-
-
-def _pivot(U: Tensor, G: Tensor, max_iter: int, F0: Tensor | None) -> tuple[Tensor, Tensor]:
-    """Run the pivoting variant of the device and report non-convergence."""
     c = U @ G  # row i is (G u_i)ᵀ, since G is symmetric
     if U.device.type == "cpu":
-        if F0 is None and bool((c >= 0.0).all()):
-            # Nothing conflicts with any u: every projection is u itself.
-            return torch.zeros_like(U), torch.zeros(U.shape, dtype=torch.bool)
-        z, F, converged = _pivot_compact(G, c, U, max_iter, F0)
+        if bool((c >= 0.0).all()):
+            return U  # nothing conflicts with any u: every projection is u itself
+        z, converged = _pivot_compact(G, c, U, max_iter)
         if not bool(converged.all()):
             raise ProjectionError(
                 f"The dual-cone projection did not converge in max_iter={max_iter} iterations "
@@ -80,10 +63,10 @@ def _pivot(U: Tensor, G: Tensor, max_iter: int, F0: Tensor | None) -> tuple[Tens
                 "an ill-conditioned Gramian: increase `reg_eps` or `max_iter`."
             )
     else:
-        z, F, converged = _pivot_masked(G, c, U, max_iter, F0)
+        z, converged = _pivot_masked(G, c, U, max_iter)
         # A device-side assertion reports a failure without making the host wait for the result.
-        torch._assert_async(converged.all(), "The dual-cone projection did not converge.")
-    return z, F
+        device_assert(converged.all(), "The dual-cone projection did not converge.")
+    return U + z.clamp(min=0.0)
 
 
 class _Noise:
@@ -127,9 +110,7 @@ def _exchange(F: Tensor, V: Tensor, best: Tensor, budget: Tensor) -> tuple[Tenso
     return F ^ torch.where(full.unsqueeze(-1), V, single), best, budget
 
 
-def _pivot_compact(
-    G: Tensor, c: Tensor, U: Tensor, max_iter: int, F0: Tensor | None = None
-) -> tuple[Tensor, Tensor, Tensor]:
+def _pivot_compact(G: Tensor, c: Tensor, U: Tensor, max_iter: int) -> tuple[Tensor, Tensor]:
     """CPU variant: solve only the unconverged rows, on systems as small as their free sets.
 
     The state of the unconverged rows is kept compacted (``*_a``); a row is written to the
@@ -137,14 +118,10 @@ def _pivot_compact(
     """
     k, m = U.shape
     z_out = torch.zeros_like(U)
-    F_out = torch.zeros(k, m, dtype=torch.bool, device=U.device)
     converged = torch.zeros(k, dtype=torch.bool, device=U.device)
     rows = torch.arange(k, device=U.device)
     c_a, z_a = c, torch.zeros_like(U)
-    F_a = F_out.clone() if F0 is None else F0.clone()
-    warm = F_a.any(dim=-1)
-    if bool(warm.any()):
-        z_a[warm] = _solve_compact(G, c_a[warm], F_a[warm])
+    F_a = torch.zeros(k, m, dtype=torch.bool, device=U.device)
     best = torch.full((k,), m + 1, device=U.device)
     budget = torch.full((k,), _FULL_EXCHANGE_BUDGET, device=U.device)
     noise = _Noise(G, U)
@@ -156,37 +133,29 @@ def _pivot_compact(
             done = rows[~active]
             converged[done] = True
             z_out[done] = z_a[~active]
-            F_out[done] = F_a[~active]
             if n_active == 0:
                 break
             rows, V, c_a = rows[active], V[active], c_a[active]
             F_a, best, budget = F_a[active], best[active], budget[active]
         F_a, best, budget = _exchange(F_a, V, best, budget)
         z_a = _solve_compact(G, c_a, F_a)
-    return z_out, F_out, converged
+    return z_out, converged
 
 
-def _pivot_masked(
-    G: Tensor, c: Tensor, U: Tensor, max_iter: int, F0: Tensor | None = None
-) -> tuple[Tensor, Tensor, Tensor]:
+def _pivot_masked(G: Tensor, c: Tensor, U: Tensor, max_iter: int) -> tuple[Tensor, Tensor]:
     """Accelerator variant: fixed iteration count, full-size masked systems, no host reads."""
     k, m = U.shape
     z = torch.zeros_like(U)
     F = torch.zeros(k, m, dtype=torch.bool, device=U.device)
-    if F0 is not None:
-        F = F0
-        z = _solve_masked(G, c, F)
     best = torch.full((k,), m + 1, device=U.device)
     budget = torch.full((k,), _FULL_EXCHANGE_BUDGET, device=U.device)
     noise = _Noise(G, U)
     for _ in range(max_iter):
-        y = c + z @ G
-        V = noise.violations(F, z, y)
+        V = noise.violations(F, z, torch.addmm(c, z, G))
         F, best, budget = _exchange(F, V, best, budget)  # converged rows have no violators
         z = _solve_masked(G, c, F)
-    y = c + z @ G
-    converged = ~noise.violations(F, z, y).any(dim=-1)
-    return z, F, converged
+    converged = ~noise.violations(F, z, torch.addmm(c, z, G)).any(dim=-1)
+    return z, converged
 
 
 def _solve_masked(G: Tensor, c: Tensor, F: Tensor) -> Tensor:
@@ -246,7 +215,7 @@ def _solve(systems: Tensor, rhs: Tensor) -> Tensor:
                 "symmetric positive semi-definite Gramian."
             )
     else:
-        torch._assert_async((info == 0).all(), "The regularised Gramian is not positive definite.")
+        device_assert((info == 0).all(), "The regularised Gramian is not positive definite.")
     half = torch.linalg.solve_triangular(L, rhs.unsqueeze(-1), upper=False)
     x: Tensor = torch.linalg.solve_triangular(L.mT, half, upper=True)
     return x.squeeze(-1)

@@ -91,11 +91,12 @@ def assert_expected_structure(output: Tensor, matrix: Tensor) -> None:
     assert torch.isfinite(output).all(), f"Non-finite output {output}."
 
 
-def assert_in_row_span(output: Tensor, matrix: Tensor) -> None:
+def assert_in_row_span(output: Tensor, matrix: Tensor, weights_norm: float | None = None) -> None:
     """The output is a combination ``Jᵀw`` of the rows of ``matrix``.
 
     The residual of the orthogonal projection onto the numerical row space (computed in float64)
-    must be at most ``rounding_tol·(‖A(J)‖ + ‖J‖_F)``.
+    must be at most ``rounding_tol·(‖A(J)‖ + max(1, ‖w‖)·‖J‖_F)``, where ``‖w‖`` is the norm of
+    the weights when they are known.
     """
     J = matrix.detach().double().cpu()
     d = output.detach().double().cpu()
@@ -110,7 +111,7 @@ def assert_in_row_span(output: Tensor, matrix: Tensor) -> None:
     threshold = span_rank_tol(matrix.dtype) * float(singular_values.max())
     basis = vh[singular_values > threshold]  # [r, n]: orthonormal basis of the row space
     residual = d - basis.T @ (basis @ d)
-    scale = _norm(d) + _norm(J)
+    scale = _norm(d) + max(1.0, weights_norm or 0.0) * _norm(J)
     tol = rounding_tol(matrix.dtype)
     assert _norm(residual) <= tol * scale, (
         f"The output is not in the row span: residual {_norm(residual):.3e} > "

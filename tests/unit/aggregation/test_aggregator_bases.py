@@ -19,6 +19,7 @@ NAN = float("nan")
 INF = float("inf")
 
 
+@pytest.mark.device_assert
 @pytest.mark.parametrize(
     "aggregator", [Mean(), Sum(), Constant(torch.tensor([1.0, 0.0])), UPGrad()]
 )
@@ -30,12 +31,14 @@ def test_non_finite_entry_names_the_matrix(aggregator: Aggregator, bad: float) -
         aggregator(J)
 
 
+@pytest.mark.device_assert
 def test_overflow_is_not_reported_as_a_bad_entry() -> None:
     J = tensor_([[3e38, 1.0], [3e38, 1.0]], dtype=torch.float32)
     with pytest.raises(ValueError, match="not finite although `matrix` is: its values are too"):
         Sum()(J)
 
 
+@pytest.mark.device_assert
 def test_weighting_called_directly_checks_values() -> None:
     """The full check is skipped only inside an aggregator that checks its result."""
     with pytest.raises(ValueError, match="`matrix` should only contain finite values"):
@@ -55,6 +58,7 @@ class _BrokenWeighting(UPGradWeighting):
         return torch.full((stat.shape[0],), NAN, dtype=stat.dtype, device=stat.device)
 
 
+@pytest.mark.device_assert
 def test_non_finite_weights_from_a_finite_gramian_are_an_error() -> None:
     aggregator = GramianWeightedAggregator(_BrokenWeighting())
     with pytest.raises(RuntimeError, match="returned non-finite weights from a finite Gramian"):

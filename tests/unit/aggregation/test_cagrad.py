@@ -65,10 +65,11 @@ def _scipy_dual(G_hat: Array, b: Array, sqrt_phi: float) -> tuple[float, Array]:
         method="SLSQP",
         options={"ftol": 1e-15, "maxiter": 2000},
     )
-    # SLSQP may stop with "positive directional derivative" at the optimum: check feasibility.
+    # SLSQP may stop with "positive directional derivative" at the optimum: check feasibility
+    # (to SLSQP's own accuracy, which varies by ~1e-8 between scipy builds).
     g, mu = result.x[:r], float(result.x[r])
     assert float((A @ g).min()) >= mu - 1e-9
-    assert float(np.linalg.norm(g - g0)) <= sqrt_phi * (1.0 + 1e-9) + 1e-12
+    assert float(np.linalg.norm(g - g0)) <= sqrt_phi * (1.0 + 1e-7) + 1e-12
     return mu, A @ g
 
 

@@ -181,7 +181,11 @@ def test_expected_structure(info: AggregatorInfo, matrix: Tensor) -> None:
     ("info", "matrix"), _cases([i for i in AGGREGATORS if i.in_row_span], all_matrices)
 )
 def test_in_row_span(info: AggregatorInfo, matrix: Tensor) -> None:
-    assert_in_row_span(info.run(matrix), matrix)
+    weights = info.inner_weights(matrix)
+    # The rounding noise of wᵀJ grows with ‖w‖ (large when the update is tiny, as for NashMTL
+    # on strongly stationary matrices), not only with ‖wᵀJ‖.
+    weights_norm = None if weights is None else float(torch.linalg.vector_norm(weights))
+    assert_in_row_span(info.run(matrix), matrix, weights_norm)
 
 
 @pytest.mark.parametrize(("info", "matrix"), _cases(WEIGHTED_AGGREGATORS, all_matrices))

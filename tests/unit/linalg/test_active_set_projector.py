@@ -13,9 +13,8 @@ from torchjd.linalg import ActiveSetProjector
 from utils.qp_reference import gramian_norm_error, project_reference, regularized_gramian
 
 # The issue asks for 1e-6 (float64) and 1e-4 (float32) relative to a float64 reference. The
-# solver does better: on the CPU it solves in float64, and on accelerators it confirms the free
-# sets in float64 (see `_projector.py`), so that in float32 the only error left is the final
-# rounding (~6e-8).
+# solver does better: it solves in float64 on the CPU and on CUDA (see `_projector.py`), so that
+# in float32 the only error left is the final rounding (~6e-8).
 WEIGHT_RTOL = 1e-9 if torch.float64 == DTYPE else 1e-6
 GRAMIAN_RTOL = 1e-9 if torch.float64 == DTYPE else 1e-6
 
@@ -216,8 +215,8 @@ def test_masked_variant_matches_compact_variant(name: str) -> None:
     G_hat = regularized_gramian(J @ J.T, 1e-4, 1e-4)
     U = torch.eye(m, dtype=torch.float64) / m
     c = U @ G_hat
-    z_compact, _, converged_compact = active_set._pivot_compact(G_hat, c, U, 1000)
-    z_masked, _, converged_masked = active_set._pivot_masked(G_hat, c, U, 40)
+    z_compact, converged_compact = active_set._pivot_compact(G_hat, c, U, 1000)
+    z_masked, converged_masked = active_set._pivot_masked(G_hat, c, U, m + 24)
     assert bool(converged_compact.all())
     assert bool(converged_masked.all())
     torch.testing.assert_close(z_masked, z_compact, rtol=1e-9, atol=1e-12)
@@ -227,7 +226,7 @@ def test_masked_variant_reports_non_convergence() -> None:
     J = JACOBIANS["m48_opposed"]()
     G_hat = regularized_gramian(J @ J.T, 1e-4, 1e-4)
     U = torch.eye(48, dtype=torch.float64) / 48
-    _, _, converged = active_set._pivot_masked(G_hat, U @ G_hat, U, 0)
+    _, converged = active_set._pivot_masked(G_hat, U @ G_hat, U, 0)
     assert not bool(converged.all())
 
 
@@ -291,6 +290,7 @@ def test_singular_gramian_without_regularization_is_an_error() -> None:
         ({"reg_eps": "0.1"}, TypeError, "`reg_eps` should be a real number"),
         ({"max_iter": 0}, ValueError, "`max_iter` should be a positive integer"),
         ({"max_iter": 2.5}, TypeError, "`max_iter` should be an integer"),
+        ({"cuda_graphs": 1}, TypeError, "`cuda_graphs` should be a bool. Found type int"),
     ],
 )
 def test_invalid_hyper_parameters(kwargs: dict[str, object], error: type, match: str) -> None:
@@ -308,27 +308,45 @@ def test_repr() -> None:
     assert repr(ActiveSetProjector(reg_eps=0.0, max_iter=5)) == (
         "ActiveSetProjector(norm_eps=0.0001, reg_eps=0.0, max_iter=5)"
     )
+    assert repr(ActiveSetProjector(cuda_graphs=False)) == (
+        "ActiveSetProjector(norm_eps=0.0001, reg_eps=0.0001, cuda_graphs=False)"
+    )
 
 
-@pytest.mark.parametrize("name", ["m32_rank2", "m48_opposed", "m64_power_law", "m128_rank5"])
-def test_float64_confirmation_of_float32_free_sets(name: str) -> None:
-    """The accelerator recipe, run on the CPU: free sets found in float32 (masked variant), then
-    confirmed in float64 from that warm start, give the float64 reference."""
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("name", [name for name in JACOBIANS if JACOBIANS[name]().shape[0] <= 64])
+def test_accelerator_iteration_budget_suffices(name: str, dtype: torch.dtype) -> None:
+    """The default number of masked iterations (``m + 24``) solves every test Gramian, both in
+    float64 (CUDA) and float32 (MPS): on accelerators, a shortfall would be a device-side
+    assertion. The hardest case, ``m64_near_zero_row``, needs 43 iterations."""
     J = JACOBIANS[name]()
     m = J.shape[0]
-    G64 = regularized_gramian(J @ J.T, 1e-4, 1e-4)
-    G32 = G64.float()
-    U64 = torch.eye(m, dtype=torch.float64) / m
-    U32 = U64.float()
-    _, F32, converged32 = active_set._pivot_masked(G32, U32 @ G32, U32, 40)
-    z, _, converged = active_set._pivot_masked(G64, U64 @ G64, U64, 40, F32)
-    assert bool(converged32.all())
-    assert bool(converged.all())
-    V_ref = project_reference(U64, G64)
-    torch.testing.assert_close(U64 + z.clamp(min=0.0), V_ref, rtol=1e-9, atol=1e-12)
-    V = active_set.project_onto_dual_cone(U32, G32, 1000, G_exact=G64)
-    V_ref = project_reference(U32.double(), G64)  # 1/m rounded to float32
-    torch.testing.assert_close(V, V_ref, rtol=1e-9, atol=1e-12)
+    G_hat = regularized_gramian(J @ J.T, 1e-4, 1e-4).to(dtype)
+    for U in [torch.eye(m, dtype=dtype) / m, _other_rows(m, 3).to(dtype)]:
+        z, converged = active_set._pivot_masked(G_hat, U @ G_hat, U, m + 24)
+        assert bool(converged.all())
+        if dtype == torch.float64:  # a float32 solve is only as exact as the conditioning allows
+            V_ref = project_reference(U, G_hat)
+            assert gramian_norm_error(U + z.clamp(min=0.0), V_ref, G_hat, U) <= 1e-9
+
+
+@pytest.mark.skipif(DEVICE.type != "cuda", reason="CUDA graphs need a CUDA device")
+def test_cuda_graph_replay_matches_eager_solve() -> None:
+    J = JACOBIANS["m41_duplicated"]().to(DEVICE, DTYPE)
+    U = torch.eye(41, device=DEVICE, dtype=DTYPE) / 41
+    eager = ActiveSetProjector(cuda_graphs=False)
+    graphed = ActiveSetProjector()
+    expected = eager(U, J @ J.T)
+    for scale in [1.0, 1.0, 2.0, 3.0]:  # first call eager, second captures, then replays
+        G = scale * (J @ J.T)
+        torch.testing.assert_close(graphed(U, G), eager(U, G), rtol=0, atol=0)
+    assert len(graphed._graphs._graphs) == 1
+    # A new shape is solved eagerly first, and inputs that require grad never use the graph.
+    torch.testing.assert_close(graphed(U[:3], J @ J.T), eager(U[:3], J @ J.T))
+    with torch.enable_grad():
+        G = (J @ J.T).requires_grad_()
+        torch.testing.assert_close(graphed(U, G), expected)
+    assert len(graphed._graphs._graphs) == 1
 
 
 @pytest.mark.parametrize("m", [1, 2, 3, 5, 8])

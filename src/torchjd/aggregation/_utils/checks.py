@@ -13,6 +13,8 @@ from numbers import Integral, Real
 import torch
 from torch import Tensor
 
+from torchjd._device_assert import device_assert
+
 
 def check_tensor(value: object, name: str) -> Tensor:
     """Raise a ``TypeError`` unless ``value`` is a tensor; return it."""
@@ -31,19 +33,20 @@ def check_gramian_of(matrix: Tensor, gramian: Tensor) -> None:
 def check_weights(weights: Tensor, source: object) -> None:
     """Check that a weighting returned finite weights from finite input (else it is a bug)."""
     all_finite = torch.isfinite(weights).all()
-    message = f"{source} returned non-finite weights from a finite Gramian."
+    message = f"{type(source).__name__} returned non-finite weights from a finite Gramian."
     if weights.device.type != "cpu":
-        torch._assert_async(all_finite, message)
+        device_assert(all_finite, message)
     elif not bool(all_finite):
         raise RuntimeError(message)
 
 
-def check_finite(tensor: Tensor, name: str) -> None:
+def check_finite(tensor: Tensor, name: str, *, blocking: bool = False) -> None:
     """Raise a ``ValueError`` if ``tensor`` has a NaN or infinite entry.
 
-    On the CPU this is an ordinary check. On accelerators, reading the result would synchronise
-    the host with the device, so a device-side assertion is queued instead: it fails the next
-    synchronising call with this message rather than letting NaN propagate silently.
+    On the CPU, or with ``blocking=True`` (for hyper-parameters, checked once at construction),
+    this is an ordinary check. On accelerators, reading the result would synchronise the host
+    with the device at every call, so a device-side assertion is queued instead (see
+    :func:`device_assert`): NaN never propagates silently.
     """
     if tensor.numel() == 0:
         return
@@ -52,11 +55,11 @@ def check_finite(tensor: Tensor, name: str) -> None:
     low, high = torch.aminmax(tensor.detach())
     all_finite = torch.isfinite(low) & torch.isfinite(high)
     message = f"Parameter `{name}` should only contain finite values. Found NaN or inf entries."
-    if tensor.device.type == "cpu":
+    if tensor.device.type == "cpu" or blocking:
         if not bool(all_finite):
             raise ValueError(message)
     else:
-        torch._assert_async(all_finite, message)
+        device_assert(all_finite, message)
 
 
 # True while the values of the data being processed are known to be checked (before or after):
@@ -90,7 +93,7 @@ def check_derived_from_matrix(derived: Tensor, matrix: Tensor, what: str) -> Non
     """
     all_finite = torch.isfinite(derived).all()
     if derived.device.type != "cpu":
-        torch._assert_async(
+        device_assert(
             all_finite,
             f"{what} of `matrix` is not finite: `matrix` has NaN or inf entries, or values too "
             "large for its dtype.",
@@ -142,14 +145,14 @@ def check_gramian(gramian: object, name: str = "gramian") -> Tensor:
 
 
 def check_vector(vector: object, name: str) -> Tensor:
-    """Check that ``vector`` is a finite 1-D tensor."""
+    """Check that the hyper-parameter ``vector`` is a finite 1-D tensor (on any device)."""
     tensor = check_tensor(vector, name)
     if tensor.ndim != 1:
         raise ValueError(
             f"Parameter `{name}` should be a 1-dimensional tensor. "
             f"Found `{name}.shape = {tuple(tensor.shape)}`."
         )
-    check_finite(tensor, name)
+    check_finite(tensor, name, blocking=True)
     return tensor
 
 
