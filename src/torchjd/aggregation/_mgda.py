@@ -5,6 +5,7 @@ from torch import Tensor
 
 from ._aggregator_bases import GramianWeightedAggregator
 from ._utils.checks import check_positive, check_positive_int
+from ._utils.small import use_python_floats
 from ._weighting_bases import _GramianWeighting
 
 
@@ -29,6 +30,27 @@ def _frank_wolfe_step(gramian: Tensor, alpha: Tensor) -> tuple[Tensor | None, in
     if b_value <= a_value:
         return None, t
     return (b - a) / (b + c - 2.0 * a), t
+
+
+def _frank_wolfe_on_floats(G: list[list[float]], epsilon: float, max_iters: int) -> list[float]:
+    """The iterations of :class:`MGDAWeighting`, on Python floats (see ``_utils/small.py``)."""
+    m = len(G)
+    alpha = [1.0 / m] * m
+    for _ in range(max_iters):
+        g_alpha = [sum(G[j][i] * alpha[i] for i in range(m)) for j in range(m)]
+        t = min(range(m), key=g_alpha.__getitem__)  # the first minimum, as torch.argmin
+        a, b, c = g_alpha[t], sum(x * y for x, y in zip(alpha, g_alpha, strict=True)), G[t][t]
+        if c <= a:
+            gamma = 1.0
+        elif b <= a:
+            break
+        else:
+            gamma = (b - a) / (b + c - 2.0 * a)
+        alpha = [x * (1.0 - gamma) for x in alpha]
+        alpha[t] += gamma
+        if gamma < epsilon:
+            break
+    return alpha
 
 
 class MGDAWeighting(_GramianWeighting):
@@ -70,6 +92,9 @@ class MGDAWeighting(_GramianWeighting):
         self.max_iters = check_positive_int(max_iters, "max_iters")
 
     def forward(self, stat: Tensor, /) -> Tensor:
+        if use_python_floats(stat):
+            weights = _frank_wolfe_on_floats(stat.tolist(), self.epsilon, self.max_iters)
+            return torch.tensor(weights, dtype=stat.dtype, device=stat.device)
         m = stat.shape[0]
         alpha = torch.full((m,), 1.0 / m, dtype=stat.dtype, device=stat.device)
         for _ in range(self.max_iters):

@@ -5,6 +5,7 @@ from torch import Tensor
 
 from ._aggregator_bases import GramianWeightedAggregator
 from ._utils.non_differentiable import NonDifferentiable
+from ._utils.small import use_python_floats
 from ._weighting_bases import _GramianWeighting
 
 
@@ -49,6 +50,24 @@ def _project_conflicts(gramian: Tensor, orders: Tensor) -> Tensor:
     return coefficients
 
 
+def _project_conflicts_on_floats(G: list[list[float]], orders: list[list[int]]) -> list[float]:
+    """The weights ``Σ_i c⁽ⁱ⁾`` of :func:`_project_conflicts`, on Python floats."""
+    m = len(G)
+    weights = [0.0] * m
+    for i in range(m):
+        coefficients = [0.0] * m
+        coefficients[i] = 1.0
+        for j in orders[i]:
+            if j == i or G[j][j] <= 0.0:
+                continue
+            inner = sum(G[j][k] * coefficients[k] for k in range(m))
+            if inner < 0.0:
+                coefficients[j] -= inner / G[j][j]
+        for k in range(m):
+            weights[k] += coefficients[k]
+    return weights
+
+
 class PCGradWeighting(NonDifferentiable, _GramianWeighting):
     """Computes the weights of PCGrad ("gradient surgery") from the Gramian ``G = J Jᵀ``.
 
@@ -81,6 +100,9 @@ class PCGradWeighting(NonDifferentiable, _GramianWeighting):
 
     def forward(self, stat: Tensor, /) -> Tensor:
         orders = _random_orders(stat.shape[0], self.generator, stat.device)
+        if use_python_floats(stat):
+            weights = _project_conflicts_on_floats(stat.tolist(), orders.tolist())
+            return torch.tensor(weights, dtype=stat.dtype, device=stat.device)
         return _project_conflicts(stat, orders).sum(dim=0)
 
 

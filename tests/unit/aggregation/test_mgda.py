@@ -12,6 +12,7 @@ from torch.testing import assert_close
 
 from settings import DEVICE
 from torchjd.aggregation import MGDA, MGDAWeighting
+from torchjd.aggregation._utils.small import use_python_floats
 from torchjd.linalg import PSDMatrix
 from utils.tensors import randn_, tensor_
 
@@ -182,3 +183,21 @@ def test_repr_and_str() -> None:
     assert repr(MGDA(epsilon=0.1, max_iters=5)) == "MGDA(epsilon=0.1, max_iters=5)"
     assert str(MGDA()) == "MGDA"
     assert repr(MGDAWeighting()) == "MGDAWeighting()"
+
+
+@pytest.mark.parametrize("m", [1, 2, 3, 5, 8])
+@pytest.mark.parametrize("seed", range(4))
+def test_python_float_path_matches_tensor_path(m: int, seed: int) -> None:
+    """With m ≤ 8 on the CPU and no graph to keep, the iterations run on Python floats; they must
+    follow the same Frank–Wolfe steps as the tensor iterations (kept when G requires grad)."""
+    g = torch.Generator().manual_seed(seed)
+    J = torch.randn(m, max(1, m - seed % 2), generator=g, dtype=torch.float64)
+    G = cast(PSDMatrix, J @ J.T)
+    weighting = MGDAWeighting(epsilon=1e-6, max_iters=500)
+    fast = weighting(G)
+    with torch.enable_grad():
+        G_graph = cast(PSDMatrix, G.clone().requires_grad_())
+        assert use_python_floats(G)
+        assert not use_python_floats(G_graph)
+        slow = weighting(G_graph)
+    assert_close(fast, slow.detach(), rtol=1e-9, atol=1e-12)

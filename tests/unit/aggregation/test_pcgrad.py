@@ -223,3 +223,16 @@ def test_gramian_weighting_attribute() -> None:
     aggregator = PCGrad(generator=generator)
     assert isinstance(aggregator.gramian_weighting, PCGradWeighting)
     assert aggregator.gramian_weighting.generator is generator
+
+
+@pytest.mark.parametrize("m", [1, 2, 3, 5, 8])
+@pytest.mark.parametrize("seed", range(4))
+def test_python_float_path_matches_tensor_path(m: int, seed: int) -> None:
+    """With m ≤ 8 on the CPU, the projections run on Python floats, with the same random orders
+    as the batched tensor projections."""
+    g = torch.Generator().manual_seed(seed)
+    J = torch.randn(m, 3, generator=g, dtype=torch.float64)
+    G = J @ J.T
+    fast = PCGradWeighting(generator=torch.Generator().manual_seed(7))(G)
+    orders = _random_orders(m, torch.Generator().manual_seed(7), G.device)
+    torch.testing.assert_close(fast, _project_conflicts(G, orders).sum(dim=0), rtol=1e-12, atol=0)

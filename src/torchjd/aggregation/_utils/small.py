@@ -1,0 +1,23 @@
+"""When a weighting may compute on Python floats instead of tensors.
+
+With a handful of objectives, a weighting of the ``[m, m]`` Gramian costs a few hundred
+floating-point operations, while every tensor operation costs microseconds of dispatch: on the
+CPU, reading ``G`` once with ``tolist()`` and computing in plain Python (float64) is several
+times faster. This is only possible when no autograd graph has to be kept.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+MAX_SMALL_M = 8
+
+
+def use_python_floats(gramian: Tensor) -> bool:
+    """Whether the weights of ``gramian`` may be computed on Python floats."""
+    return (
+        gramian.device.type == "cpu"
+        and gramian.shape[0] <= MAX_SMALL_M
+        and not (torch.is_grad_enabled() and gramian.requires_grad)
+    )
