@@ -120,15 +120,22 @@ def compute_jacobian(
     m = seeds.rows
     if m == 0 or not inputs:
         return Jacobian(inputs, m, [0], [[None] for _ in inputs])
+    # torch.autograd.grad also feeds the `.grad` of the non-leaf tensors that retain it: keep
+    # those of the inputs as they were.
+    retained = [(t, t.grad) for t in inputs if not t.is_leaf and t.retains_grad]
     computer = _RowComputer(seeds, inputs)
-    for kind, start, stop in _plan(m, parallel_chunk_size or m, retain_graph):
-        if kind == "rows":
-            computer.rows(start, stop, free_at_end=(stop == m and not retain_graph))
-        else:
-            first = computer.batched(start, stop)
-            if first is not None:  # vmap failed: every remaining row is computed alone
-                computer.rows(start, m, free_at_end=not retain_graph, first=first)
-                break
+    try:
+        for kind, start, stop in _plan(m, parallel_chunk_size or m, retain_graph):
+            if kind == "rows":
+                computer.rows(start, stop, free_at_end=(stop == m and not retain_graph))
+            else:
+                first = computer.batched(start, stop)
+                if first is not None:  # vmap failed: every remaining row is computed alone
+                    computer.rows(start, m, free_at_end=not retain_graph, first=first)
+                    break
+    finally:
+        for tensor, grad in retained:
+            tensor.grad = grad
     return Jacobian(inputs, m, computer.starts, computer.blocks)
 
 
