@@ -219,3 +219,41 @@ def test_errors() -> None:
         mtl_backward(losses, features, parallel_chunk_size=-1)
     with pytest.raises(ValueError, match=r"`features\[0\]` with requires_grad=False"):
         mtl_backward(losses, features.detach())
+
+
+def test_heads_sharing_nodes() -> None:
+    """Two tasks read the same head output: their gradients are computed task by task."""
+    model = _Model(1)
+    head = model.heads[0]
+    features = model.trunk(model.x)
+    output = head(features)
+    losses = [output.mean(), output.square().mean()]
+    expected_shared = reference_jacobians(losses, model.shared)
+    expected_head = [
+        sum(g for g in grads)
+        for grads in zip(
+            *(torch.autograd.grad(loss, model.task(0), retain_graph=True) for loss in losses),
+            strict=True,
+        )
+    ]
+    mtl_backward(losses, features)
+    for param, jacobian in zip(model.shared, expected_shared, strict=True):
+        assert_close(jac_of(param), jacobian)
+    for param, grad in zip(model.task(0), expected_head, strict=True):
+        assert_close(grad_of(param), grad)
+
+
+def test_leaf_features_and_a_feature_used_twice_by_a_head() -> None:
+    features = randn_(4, 3, requires_grad=True)
+    w1 = randn_(3, requires_grad=True)
+    w2 = randn_(3, requires_grad=True)
+    losses = [(features @ w1).square().sum() + (features * features).sum(), (features @ w2).sum()]
+    expected = reference_jacobians(losses, [features])
+    expected_w = [
+        torch.autograd.grad(loss, w, retain_graph=True)[0]
+        for loss, w in zip(losses, [w1, w2], strict=True)
+    ]
+    mtl_backward(losses, features, shared_params=[features])
+    assert_close(jac_of(features), expected[0])
+    assert_close(grad_of(w1), expected_w[0])
+    assert_close(grad_of(w2), expected_w[1])
