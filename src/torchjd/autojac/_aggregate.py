@@ -70,26 +70,26 @@ def _check_finite_gramian(gramian: Tensor, what: str) -> None:
         raise ValueError(message)
 
 
-def aggregate_via_gramian(
+def gramian_weights(
     jacobian: Jacobian, gramian_weighting: Weighting[PSDMatrix], what: str
 ) -> Tensor:
-    """Accumulate ``gramian_weighting(G) @ J`` into the ``.grad`` of the inputs and return the
-    weights, where ``G = J Jᵀ`` is summed input by input and block by block.
-
-    Never more than the blocks of the Jacobian are held. Inputs that the outputs do not depend on
-    keep their ``.grad`` (as with autograd).
+    """Return ``gramian_weighting(G)`` where ``G = J Jᵀ`` is summed input by input and block by
+    block (the Jacobian is never concatenated).
     """
     m = jacobian.rows
     dtype = _common_dtype(jacobian)
     device = jacobian.inputs[0].device
     gramian = torch.zeros((m, m), dtype=dtype, device=device)
-    stops = jacobian.stops()
-    ranges = list(zip(jacobian.starts, stops, strict=True))
+    ranges = list(zip(jacobian.starts, jacobian.stops(), strict=True))
     for blocks in jacobian.blocks:
         flats = [
             None if b is None else b.reshape(b.shape[0], -1).to(dtype=dtype, device=device)
             for b in blocks
         ]
+        if len(flats) == 1:
+            if flats[0] is not None:
+                gramian.addmm_(flats[0], flats[0].T)
+            continue
         for k, (fk, (ak, bk)) in enumerate(zip(flats, ranges, strict=True)):
             if fk is None:
                 continue
@@ -103,9 +103,16 @@ def aggregate_via_gramian(
     _check_finite_gramian(gramian, what)
     weights = gramian_weighting(gramian)
     check_weights(weights, gramian_weighting)
+    return weights
+
+
+def apply_weights(jacobian: Jacobian, weights: Tensor) -> None:
+    """Accumulate ``weights @ J`` into the ``.grad`` of the inputs, input by input.
+
+    Inputs that the outputs do not depend on keep their ``.grad`` (as with autograd).
+    """
+    ranges = list(zip(jacobian.starts, jacobian.stops(), strict=True))
     for i, input in enumerate(jacobian.inputs):
-        if not jacobian.is_used(i):
-            continue
         update: Tensor | None = None
         for block, (start, stop) in zip(jacobian.blocks[i], ranges, strict=True):
             if block is None:
@@ -116,6 +123,16 @@ def aggregate_via_gramian(
         jacobian.blocks[i] = []
         if update is not None:
             accumulate_grad(input, update)
+
+
+def aggregate_via_gramian(
+    jacobian: Jacobian, gramian_weighting: Weighting[PSDMatrix], what: str
+) -> Tensor:
+    """Accumulate ``gramian_weighting(J Jᵀ) @ J`` into the ``.grad`` of the inputs and return
+    the weights, holding nothing more than the blocks of the Jacobian.
+    """
+    weights = gramian_weights(jacobian, gramian_weighting, what)
+    apply_weights(jacobian, weights)
     return weights
 
 

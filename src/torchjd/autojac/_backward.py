@@ -6,11 +6,12 @@ from torch import Tensor
 
 from torchjd.aggregation import Aggregator
 
-from ._accumulation import store_jacobians
+from ._accumulation import accumulate_grad, store_jacobians
 from ._aggregate import (
     aggregate_concatenated,
     aggregate_via_gramian,
     exact_gramian_weighting,
+    gramian_weights,
     has_global_forward_hooks,
 )
 from ._graph import graph_leaves
@@ -28,7 +29,7 @@ from ._inputs import (
     resolve_aggregator,
     unique,
 )
-from ._jacobian import Jacobian, Seeds, compute_jacobian
+from ._jacobian import Seeds, compute_jacobian, weighted_vjp
 
 
 def backward(
@@ -122,11 +123,18 @@ def backward(
     check_can_store(input_list, "inputs", "grad" if resolved is not None else "jac")
     if resolved is not None:
         check_aggregable(seeds.rows, input_list, "tensors", "inputs")
-    jacobian = compute_jacobian(seeds, input_list, retain, chunk_size)
     if resolved is None:
+        jacobian = compute_jacobian(seeds, input_list, retain, chunk_size)
         store_jacobians(jacobian, "inputs")
     else:
-        aggregate(jacobian, resolved, "The Jacobian of `tensors` with respect to `inputs`")
+        aggregate(
+            seeds,
+            input_list,
+            resolved,
+            retain,
+            chunk_size,
+            "The Jacobian of `tensors` with respect to `inputs`",
+        )
 
 
 def check_aggregable(rows: int, inputs: list[Tensor], outputs_name: str, inputs_name: str) -> None:
@@ -144,9 +152,37 @@ def check_aggregable(rows: int, inputs: list[Tensor], outputs_name: str, inputs_
         )
 
 
-def aggregate(jacobian: Jacobian, aggregator: Aggregator, what: str) -> Tensor | None:
-    """Aggregate ``jacobian`` into ``.grad``, from its Gramian when that is exactly equivalent."""
+def aggregate(
+    seeds: Seeds,
+    inputs: list[Tensor],
+    aggregator: Aggregator,
+    retain_graph: bool,
+    parallel_chunk_size: int | None,
+    what: str,
+) -> None:
+    """Compute the Jacobian of the seeded outputs with respect to ``inputs`` and accumulate its
+    aggregation into their ``.grad``.
+
+    With a Gramian-based aggregator that nothing else observes, only the Gramian is built from
+    the Jacobian (block by block); when the rows are computed in batches, the update
+    ``weights @ J`` is then one more vector-Jacobian product, which also frees the graph (so the
+    batched rows all keep it, and a failure of vmap can always fall back to rows). Otherwise,
+    the Jacobian is concatenated and given to ``aggregator``.
+    """
     gramian_weighting = exact_gramian_weighting(aggregator)
-    if gramian_weighting is not None and not has_global_forward_hooks():
-        return aggregate_via_gramian(jacobian, gramian_weighting, what)
-    return aggregate_concatenated(jacobian, aggregator)
+    if gramian_weighting is None or has_global_forward_hooks():
+        jacobian = compute_jacobian(seeds, inputs, retain_graph, parallel_chunk_size)
+        aggregate_concatenated(jacobian, aggregator)
+        return
+    if min(parallel_chunk_size or seeds.rows, seeds.rows) < 2:  # row by row: no extra product
+        jacobian = compute_jacobian(seeds, inputs, retain_graph, parallel_chunk_size)
+        aggregate_via_gramian(jacobian, gramian_weighting, what)
+        return
+    jacobian = compute_jacobian(seeds, inputs, True, parallel_chunk_size)
+    weights = gramian_weights(jacobian, gramian_weighting, what)
+    del jacobian  # freed before the last product
+    for input, update in zip(
+        inputs, weighted_vjp(seeds, weights, inputs, retain_graph), strict=True
+    ):
+        if update is not None:
+            accumulate_grad(input, update)

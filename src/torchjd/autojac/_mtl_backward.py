@@ -149,14 +149,23 @@ def mtl_backward(
         jacobians.append(
             torch.stack([torch.zeros_like(feature) if row is None else row for row in rows])
         )
-    if outputs:
-        jacobian = compute_jacobian(Seeds(outputs, jacobians), shared, retain, chunk_size)
-    else:
-        jacobian = Jacobian(shared, len(loss_list), [0], [[None] for _ in shared])
+    if not outputs:  # no loss depends on the features: the Jacobian is zero
+        if resolved is None:
+            zero = Jacobian(shared, len(loss_list), [0], [[None] for _ in shared])
+            store_jacobians(zero, "shared_params")
+        return
+    seeds = Seeds(outputs, jacobians)
     if resolved is None:
-        store_jacobians(jacobian, "shared_params")
+        store_jacobians(compute_jacobian(seeds, shared, retain, chunk_size), "shared_params")
     else:
-        aggregate(jacobian, resolved, "The Jacobian of `losses` with respect to `shared_params`")
+        aggregate(
+            seeds,
+            shared,
+            resolved,
+            retain,
+            chunk_size,
+            "The Jacobian of `losses` with respect to `shared_params`",
+        )
 
 
 def _loss_seeds(losses: list[Tensor], grad_tensors: object) -> list[Tensor | None]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 from torch.testing import assert_close
@@ -33,7 +35,11 @@ def _step(amp: bool) -> list[torch.Tensor]:
             for head, target in zip(heads, targets, strict=True)
         ]
     optimizer.zero_grad()
-    mtl_backward(scaler.scale(losses), features, UPGrad())
+    with warnings.catch_warnings():
+        # With some versions of torch, vmap loses the autocast state in the backward of norm
+        # layers (users.md §1.3): the rows are then computed one by one, with this warning.
+        warnings.filterwarnings("ignore", message="The Jacobian could not be computed with")
+        mtl_backward(scaler.scale(losses), features, UPGrad())
     for param in params:
         assert param.grad is not None
         assert param.grad.dtype == torch.float32

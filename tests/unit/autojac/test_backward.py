@@ -159,22 +159,24 @@ def test_jac_with_different_rows_cannot_accumulate() -> None:
         backward(ys[0])
 
 
+@pytest.mark.parametrize("A", [Sum(), UPGrad(), None], ids=str)
 @pytest.mark.parametrize("chunk", [None, 1, 2])
-def test_retain_graph_false_frees_the_graph(chunk: int | None) -> None:
+def test_retain_graph_false_frees_the_graph(A: Aggregator | None, chunk: int | None) -> None:
     case = CASES[0]()
     objectives = case.objectives()
-    backward(objectives, Sum(), parallel_chunk_size=chunk)
+    backward(objectives, A, parallel_chunk_size=chunk)
     with pytest.raises(RuntimeError, match="backward through the graph a second time"):
-        backward(objectives, Sum(), parallel_chunk_size=chunk)
+        backward(objectives, A, parallel_chunk_size=chunk)
 
 
+@pytest.mark.parametrize("A", [Sum(), UPGrad()], ids=str)
 @pytest.mark.parametrize("chunk", [None, 1, 2])
-def test_retain_graph_true_keeps_the_graph(chunk: int | None) -> None:
+def test_retain_graph_true_keeps_the_graph(A: Aggregator, chunk: int | None) -> None:
     case = CASES[0]()
     objectives = case.objectives()
-    backward(objectives, Sum(), retain_graph=True, parallel_chunk_size=chunk)
+    backward(objectives, A, retain_graph=True, parallel_chunk_size=chunk)
     first = [grad_of(p).clone() for p in case.params if p.grad is not None]
-    backward(objectives, Sum(), parallel_chunk_size=chunk)
+    backward(objectives, A, parallel_chunk_size=chunk)
     for param, grad in zip(case.params, first, strict=True):
         assert_close(param.grad, 2 * grad)
 
@@ -277,6 +279,20 @@ def test_vmap_failure_falls_back_to_rows_with_one_warning(
     if not retain_graph:
         with pytest.raises(RuntimeError, match="second time"):
             backward(outputs, inputs=params)
+
+
+@pytest.mark.parametrize("chunk", [None, 2])
+def test_vmap_fallback_when_aggregating(chunk: int | None) -> None:
+    params, objectives = _no_vmap_case()
+    (jacobian,) = reference_jacobians(objectives(), params)
+    expected = UPGrad()(jacobian.reshape(jacobian.shape[0], -1))
+    outputs = objectives()
+    with pytest.warns(UserWarning, match="could not be computed with torch.vmap") as record:
+        backward(outputs, UPGrad(), inputs=params, parallel_chunk_size=chunk)
+    assert len(record) == 1
+    assert_close(grad_of(params[0]).flatten(), expected, rtol=1e-4, atol=1e-6)
+    with pytest.raises(RuntimeError, match="second time"):
+        backward(outputs, inputs=params, parallel_chunk_size=1)
 
 
 def test_no_vmap_no_warning_with_chunk_size_one() -> None:
