@@ -6,12 +6,11 @@ from torch import Tensor
 
 from torchjd.aggregation import Aggregator
 
-from ._accumulation import accumulate_grad, store_jacobians
+from ._accumulation import store_jacobians
 from ._aggregate import (
     aggregate_concatenated,
     aggregate_via_gramian,
     exact_gramian_weighting,
-    gramian_weights,
     has_global_forward_hooks,
 )
 from ._graph import graph_leaves
@@ -29,7 +28,7 @@ from ._inputs import (
     resolve_aggregator,
     unique,
 )
-from ._jacobian import Seeds, compute_jacobian, weighted_vjp
+from ._jacobian import Seeds, compute_jacobian
 
 
 def backward(
@@ -163,26 +162,13 @@ def aggregate(
     """Compute the Jacobian of the seeded outputs with respect to ``inputs`` and accumulate its
     aggregation into their ``.grad``.
 
-    With a Gramian-based aggregator that nothing else observes, only the Gramian is built from
-    the Jacobian (block by block); when the rows are computed in batches, the update
-    ``weights @ J`` is then one more vector-Jacobian product, which also frees the graph (so the
-    batched rows all keep it, and a failure of vmap can always fall back to rows). Otherwise,
-    the Jacobian is concatenated and given to ``aggregator``.
+    With a Gramian-based aggregator that nothing else observes, the Gramian is summed input by
+    input and block by block, and the update ``weights @ J`` is computed input by input: the
+    Jacobian is never concatenated. Otherwise, it is concatenated and given to ``aggregator``.
     """
+    jacobian = compute_jacobian(seeds, inputs, retain_graph, parallel_chunk_size)
     gramian_weighting = exact_gramian_weighting(aggregator)
     if gramian_weighting is None or has_global_forward_hooks():
-        jacobian = compute_jacobian(seeds, inputs, retain_graph, parallel_chunk_size)
         aggregate_concatenated(jacobian, aggregator)
-        return
-    if min(parallel_chunk_size or seeds.rows, seeds.rows) < 2:  # row by row: no extra product
-        jacobian = compute_jacobian(seeds, inputs, retain_graph, parallel_chunk_size)
+    else:
         aggregate_via_gramian(jacobian, gramian_weighting, what)
-        return
-    jacobian = compute_jacobian(seeds, inputs, True, parallel_chunk_size)
-    weights = gramian_weights(jacobian, gramian_weighting, what)
-    del jacobian  # freed before the last product
-    for input, update in zip(
-        inputs, weighted_vjp(seeds, weights, inputs, retain_graph), strict=True
-    ):
-        if update is not None:
-            accumulate_grad(input, update)

@@ -10,7 +10,6 @@ from torchjd.aggregation import Aggregator
 from ._accumulation import accumulate_grad, store_jacobians
 from ._backward import aggregate, check_aggregable
 from ._graph import graph_leaves
-from ._heads import Heads, grads_in_one_pass, walk_heads
 from ._inputs import (
     as_tensor_list,
     check_bool,
@@ -106,8 +105,7 @@ def mtl_backward(
         shared = graph_leaves(feature_list)
     else:
         shared = unique(iterable_to_list(shared_params, "shared_params"))
-    heads = walk_heads(loss_list, feature_list)
-    tasks = _tasks_params(tasks_params, heads, loss_list, shared)
+    tasks = _tasks_params(tasks_params, loss_list, feature_list, shared)
     check_require_grad(shared, "shared_params")
     check_can_store(shared, "shared_params", "grad" if resolved is not None else "jac")
     for i, task in enumerate(tasks):
@@ -118,24 +116,15 @@ def mtl_backward(
 
     # The gradient of each loss with respect to its task's parameters and to the features. The
     # graph is kept: the shared part is differentiated afterwards.
-    if heads.disjoint and all(heads.owns(i, task) for i, task in enumerate(tasks)):
-        task_grads, feature_grads = grads_in_one_pass(
-            heads, loss_list, loss_seeds, tasks, feature_list
+    feature_grads: list[list[Tensor | None]] = []
+    for loss, seed, task in zip(loss_list, loss_seeds, tasks, strict=True):
+        grads = torch.autograd.grad(
+            loss, [*task, *feature_list], seed, retain_graph=True, allow_unused=True
         )
-        params = [p for task in tasks for p in task]
-        for param, grad in zip(params, task_grads, strict=True):
+        for param, grad in zip(task, grads, strict=False):
             if grad is not None:
                 accumulate_grad(param, grad)
-    else:
-        feature_grads = []
-        for loss, seed, task in zip(loss_list, loss_seeds, tasks, strict=True):
-            grads = torch.autograd.grad(
-                loss, [*task, *feature_list], seed, retain_graph=True, allow_unused=True
-            )
-            for param, grad in zip(task, grads, strict=False):
-                if grad is not None:
-                    accumulate_grad(param, grad)
-            feature_grads.append(list(grads[len(task) :]))
+        feature_grads.append(list(grads[len(task) :]))
 
     # Stacked, the feature gradients are the initial Jacobian, one row per task, to pull back
     # through the shared part. Features that no loss depends on have a zero Jacobian: skipped.
@@ -195,11 +184,10 @@ def _loss_seeds(losses: list[Tensor], grad_tensors: object) -> list[Tensor | Non
 
 
 def _tasks_params(
-    tasks_params: object, heads: Heads, losses: list[Tensor], shared: list[Tensor]
+    tasks_params: object, losses: list[Tensor], features: list[Tensor], shared: list[Tensor]
 ) -> list[list[Tensor]]:
     if tasks_params is None:
-        shared_ids = {id(t) for t in shared}
-        return [[t for t in leaves if id(t) not in shared_ids] for leaves in heads.leaves]
+        return [graph_leaves([loss], stop_at=features, excluded=shared) for loss in losses]
     if isinstance(tasks_params, (str, bytes, Tensor)) or not isinstance(tasks_params, Sequence):
         raise TypeError(
             "Parameter `tasks_params` should be a sequence with one iterable of tensors per "
