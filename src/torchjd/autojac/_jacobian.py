@@ -11,9 +11,12 @@ Gramian, the aggregation, ``.jac``) either work block by block or copy each bloc
 
 from __future__ import annotations
 
+import os
+import sys
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from types import FrameType
 
 import torch
 from torch import Tensor
@@ -248,5 +251,16 @@ def _warn_fallback(error: Exception) -> None:
         f"({type(error).__name__}: {reason}). Its rows are computed one by one instead, which "
         "is slower. Pass `parallel_chunk_size=1` to skip the attempt (and this warning).",
         UserWarning,
-        stacklevel=5,
+        stacklevel=_user_stacklevel(),
     )
+
+
+def _user_stacklevel() -> int:
+    """The ``stacklevel`` (for ``_warn_fallback``) of the first caller outside ``torchjd``."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    frame: FrameType | None = sys._getframe(2)  # the caller of _warn_fallback (stacklevel 2)
+    level = 2
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame = frame.f_back
+        level += 1
+    return level

@@ -290,6 +290,7 @@ def test_vmap_fallback_when_aggregating(chunk: int | None) -> None:
     with pytest.warns(UserWarning, match="could not be computed with torch.vmap") as record:
         backward(outputs, UPGrad(), inputs=params, parallel_chunk_size=chunk)
     assert len(record) == 1
+    assert record[0].filename == __file__
     assert_close(grad_of(params[0]).flatten(), expected, rtol=1e-4, atol=1e-6)
     with pytest.raises(RuntimeError, match="second time"):
         backward(outputs, inputs=params, parallel_chunk_size=1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -257,3 +258,28 @@ def test_leaf_features_and_a_feature_used_twice_by_a_head() -> None:
     assert_close(jac_of(features), expected[0])
     assert_close(grad_of(w1), expected_w[0])
     assert_close(grad_of(w2), expected_w[1])
+
+
+def test_vmap_fallback_warning_points_at_the_call() -> None:
+    class NoVmap(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx: torch.autograd.function.FunctionCtx, x: Tensor) -> Tensor:
+            return 2 * x
+
+        @staticmethod
+        def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> Tensor:
+            return 2 * torch.tensor(grad.tolist(), dtype=grad.dtype, device=grad.device)
+
+    no_vmap: Callable[[Tensor], Tensor] = NoVmap.apply
+    model = _Model(3)
+    update, _ = _expected(model, UPGrad())
+    features = no_vmap(model.trunk(model.x) / 2)
+    losses = [
+        (head(features) - target).square().mean()
+        for head, target in zip(model.heads, model.targets, strict=True)
+    ]
+    with pytest.warns(UserWarning, match="could not be computed with torch.vmap") as record:
+        mtl_backward(losses, features, UPGrad())
+    assert len(record) == 1
+    assert record[0].filename == __file__
+    assert_close(torch.cat([grad_of(p).flatten() for p in model.shared]), update)
