@@ -11,6 +11,7 @@ from torch import Tensor
 from torch.testing import assert_close
 
 import torchjd
+import torchjd.autojac
 from torchjd.aggregation import MGDA, Aggregator, Mean, Sum, TrimmedMean, UPGrad
 from torchjd.autojac import backward, jac_to_grad
 from utils.tensors import randn_, tensor_, zeros_
@@ -361,3 +362,9 @@ def test_jac_tensors_errors() -> None:
         backward(ys, jac_tensors=[randn_(3), randn_(3, 2)])
     with pytest.raises(ValueError, match=r"same number of rows. Found numbers of rows \[3, 2\]"):
         backward(ys, jac_tensors=[randn_(3), randn_(2)])
+
+
+def test_top_level_names() -> None:
+    assert torchjd.__all__ == ["Stateful", "backward", "mtl_backward"]
+    assert torchjd.mtl_backward is torchjd.autojac.mtl_backward
+    assert torchjd.autojac.__all__ == ["backward", "jac", "jac_to_grad", "mtl_backward"]
