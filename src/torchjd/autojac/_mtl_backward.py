@@ -61,7 +61,9 @@ def mtl_backward(
             ``features`` and not in ``shared_params``.
         shared_params: The parameters of the shared part. Defaults to the leaves of the graph
             of ``features`` that require grad (in the breadth-first order of :func:`backward`).
-        retain_graph: Keep the graph after the call, so that it can be differentiated again.
+        retain_graph: Keep the graph of the shared part after the call, so that it can be
+            differentiated again. (The heads' part, differentiated before it, is kept in any case
+            and freed with the losses.)
         parallel_chunk_size: The number of rows (tasks) pulled back through the shared part in
             one batched (``torch.vmap``) call; see :func:`backward`.
         aggregator: Another name for ``A``.
