@@ -70,12 +70,8 @@ def _check_finite_gramian(gramian: Tensor, what: str) -> None:
         raise ValueError(message)
 
 
-def gramian_weights(
-    jacobian: Jacobian, gramian_weighting: Weighting[PSDMatrix], what: str
-) -> Tensor:
-    """Return ``gramian_weighting(G)`` where ``G = J Jᵀ`` is summed input by input and block by
-    block (the Jacobian is never concatenated).
-    """
+def gramian_of(jacobian: Jacobian) -> Tensor:
+    """``G = J Jᵀ``, summed input by input and block by block (``J`` is never concatenated)."""
     m = jacobian.rows
     dtype = _common_dtype(jacobian)
     device = jacobian.inputs[0].device
@@ -100,6 +96,13 @@ def gramian_weights(
                 gramian[ak:bk, al:bl] += product
                 if al != ak:
                     gramian[al:bl, ak:bk] += product.T
+    return gramian
+
+
+def weights_from_gramian(
+    gramian: Tensor, gramian_weighting: Weighting[PSDMatrix], what: str
+) -> Tensor:
+    """Check the Gramian (for the Jacobian ``what``) and return ``gramian_weighting(gramian)``."""
     _check_finite_gramian(gramian, what)
     weights = gramian_weighting(gramian)
     check_weights(weights, gramian_weighting)
@@ -131,7 +134,7 @@ def aggregate_via_gramian(
     """Accumulate ``gramian_weighting(J Jᵀ) @ J`` into the ``.grad`` of the inputs and return
     the weights, holding nothing more than the blocks of the Jacobian.
     """
-    weights = gramian_weights(jacobian, gramian_weighting, what)
+    weights = weights_from_gramian(gramian_of(jacobian), gramian_weighting, what)
     apply_weights(jacobian, weights)
     return weights
 

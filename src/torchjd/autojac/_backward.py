@@ -6,12 +6,14 @@ from torch import Tensor
 
 from torchjd.aggregation import Aggregator
 
-from ._accumulation import store_jacobians
+from ._accumulation import accumulate_grad, store_jacobians
 from ._aggregate import (
     aggregate_concatenated,
     aggregate_via_gramian,
     exact_gramian_weighting,
+    gramian_of,
     has_global_forward_hooks,
+    weights_from_gramian,
 )
 from ._graph import graph_leaves
 from ._inputs import (
@@ -28,7 +30,7 @@ from ._inputs import (
     resolve_aggregator,
     unique,
 )
-from ._jacobian import Seeds, compute_jacobian
+from ._jacobian import Seeds, compute_jacobian, weighted_vjp
 
 
 def backward(
@@ -151,6 +153,12 @@ def check_aggregable(rows: int, inputs: list[Tensor], outputs_name: str, inputs_
         )
 
 
+# From this many rows on, the Gramian path frees the Jacobian before the weighting (whose own
+# memory grows with the cube of the number of rows): the update is then one more vector-Jacobian
+# product, which costs at most 1/32 more than the rows.
+_ROWS_TO_FREE_BEFORE_WEIGHTING = 32
+
+
 def aggregate(
     seeds: Seeds,
     inputs: list[Tensor],
@@ -163,12 +171,24 @@ def aggregate(
     aggregation into their ``.grad``.
 
     With a Gramian-based aggregator that nothing else observes, the Gramian is summed input by
-    input and block by block, and the update ``weights @ J`` is computed input by input: the
-    Jacobian is never concatenated. Otherwise, it is concatenated and given to ``aggregator``.
+    input and block by block: the Jacobian is never concatenated. The update ``weights @ J`` is
+    computed input by input or, with many rows, as one more vector-Jacobian product, so that the
+    Jacobian is freed before the weighting. Otherwise, the Jacobian is concatenated and given to
+    ``aggregator``.
     """
-    jacobian = compute_jacobian(seeds, inputs, retain_graph, parallel_chunk_size)
     gramian_weighting = exact_gramian_weighting(aggregator)
     if gramian_weighting is None or has_global_forward_hooks():
+        jacobian = compute_jacobian(seeds, inputs, retain_graph, parallel_chunk_size)
         aggregate_concatenated(jacobian, aggregator)
-    else:
+    elif seeds.rows < _ROWS_TO_FREE_BEFORE_WEIGHTING:
+        jacobian = compute_jacobian(seeds, inputs, retain_graph, parallel_chunk_size)
         aggregate_via_gramian(jacobian, gramian_weighting, what)
+    else:
+        jacobian = compute_jacobian(seeds, inputs, True, parallel_chunk_size)  # graph kept
+        gramian = gramian_of(jacobian)
+        del jacobian
+        weights = weights_from_gramian(gramian, gramian_weighting, what)
+        updates = weighted_vjp(seeds, weights, inputs, retain_graph)  # frees the graph
+        for input, update in zip(inputs, updates, strict=True):
+            if update is not None:
+                accumulate_grad(input, update)

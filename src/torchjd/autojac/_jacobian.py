@@ -60,6 +60,34 @@ class Seeds:
             seeds.append(seed.view(stop - start, *output.shape))
         return outputs, seeds
 
+    def combine(self, weights: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+        """The outputs and the gradients ``Σ_k weights[k] · seed_k`` to pull back, so that one
+        vector-Jacobian product gives ``weights @ J``.
+        """
+        outputs: list[Tensor] = []
+        grads: list[Tensor] = []
+        if self.given is not None:
+            for output, seed in zip(self.outputs, self.given, strict=True):
+                outputs.append(output)
+                grads.append(torch.tensordot(weights.to(seed.dtype), seed, dims=1))
+            return outputs, grads
+        for output, offset, numel in zip(self.outputs, self.offsets, self.numels, strict=True):
+            if numel == 0:
+                continue
+            outputs.append(output)
+            grads.append(weights[offset : offset + numel].to(output.dtype).view(output.shape))
+        return outputs, grads
+
+
+def weighted_vjp(
+    seeds: Seeds, weights: Tensor, inputs: list[Tensor], retain_graph: bool
+) -> list[Tensor | None]:
+    """``weights @ J`` for each input, as one vector-Jacobian product (``None``: unused input)."""
+    outputs, grads = seeds.combine(weights)
+    return list(
+        torch.autograd.grad(outputs, inputs, grads, retain_graph=retain_graph, allow_unused=True)
+    )
+
 
 @dataclass
 class Jacobian:

@@ -368,3 +368,47 @@ def test_top_level_names() -> None:
     assert torchjd.__all__ == ["Stateful", "backward", "mtl_backward"]
     assert torchjd.mtl_backward is torchjd.autojac.mtl_backward
     assert torchjd.autojac.__all__ == ["backward", "jac", "jac_to_grad", "mtl_backward"]
+
+
+def _many_rows_case() -> Case:
+    """Enough rows (40) for the update to be computed as one more vector-Jacobian product."""
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2)).to(
+        randn_(1).device, randn_(1).dtype
+    )
+    x = randn_(40, 3)
+    params: list[Tensor] = list(model.parameters())
+    return Case("many rows", params, lambda: [model(x).square().sum(dim=1)])
+
+
+@pytest.mark.parametrize("A", [UPGrad(), MGDA()], ids=str)
+@pytest.mark.parametrize("chunk", [None, 1, 7])
+@pytest.mark.parametrize("retain_graph", [False, True])
+def test_many_rows_gramian_path(A: Aggregator, chunk: int | None, retain_graph: bool) -> None:
+    case = _many_rows_case()
+    jacobians = reference_jacobians(case.objectives(), case.params)
+    expected = A(torch.cat([j.reshape(40, -1) for j in jacobians], dim=1))
+    objectives = case.objectives()
+    backward(objectives, A, parallel_chunk_size=chunk, retain_graph=retain_graph)
+    update = torch.cat([grad_of(p).flatten() for p in case.params])
+    assert_close(update, expected, rtol=1e-4, atol=1e-5)
+    if retain_graph:
+        backward(objectives, A, parallel_chunk_size=chunk)
+        assert_close(torch.cat([grad_of(p).flatten() for p in case.params]), 2 * update)
+    else:
+        with pytest.raises(RuntimeError, match="second time"):
+            backward(objectives, A, parallel_chunk_size=chunk)
+
+
+def test_many_rows_vmap_fallback() -> None:
+    w = randn_(3, 3, requires_grad=True)
+    x = randn_(40, 3)
+    outputs = [no_vmap(torch.tanh(x @ w)).square().sum(dim=1)]
+    (jacobian,) = reference_jacobians(outputs, [w])
+    expected = UPGrad()(jacobian.reshape(40, -1))
+    with pytest.warns(UserWarning, match="could not be computed with torch.vmap") as record:
+        backward(outputs, UPGrad(), inputs=[w])
+    assert len(record) == 1
+    assert record[0].filename == __file__
+    assert_close(grad_of(w).flatten(), expected, rtol=1e-4, atol=1e-5)
+    with pytest.raises(RuntimeError, match="second time"):
+        backward(outputs, UPGrad(), inputs=[w], parallel_chunk_size=1)
