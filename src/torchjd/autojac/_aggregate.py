@@ -1,0 +1,184 @@
+"""Aggregation of a Jacobian, given as row blocks, into the ``.grad`` of its inputs."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from torchjd.aggregation import Aggregator, GramianWeightedAggregator, WeightedAggregator, Weighting
+from torchjd.aggregation._aggregator_bases import _ThroughGramian
+from torchjd.aggregation._utils.checks import check_weights
+from torchjd.aggregation._utils.non_differentiable import NonDifferentiable
+from torchjd.linalg import PSDMatrix
+
+from ._accumulation import accumulate_grad
+from ._jacobian import Jacobian
+
+
+def exact_gramian_weighting(aggregator: Aggregator) -> Weighting[PSDMatrix] | None:
+    """The Gramian weighting of ``aggregator`` if ``A(J) = gramian_weighting(J Jᵀ) @ J`` holds
+    with nothing else observing ``J`` (no forward hook, no overridden forward), else ``None``.
+
+    Only then may ``A(J)`` be computed from the Gramian, built tensor by tensor, without
+    concatenating the Jacobian.
+    """
+    if not isinstance(aggregator, GramianWeightedAggregator):
+        return None
+    for cls in type(aggregator).__mro__:
+        if "forward" in vars(cls) and cls not in (WeightedAggregator, Aggregator, nn.Module):
+            return None
+        if "__call__" in vars(cls) and cls not in (NonDifferentiable, Aggregator, nn.Module):
+            return None
+    weighting = aggregator.weighting
+    if type(weighting) is not _ThroughGramian or weighting.weighting is not (
+        aggregator.gramian_weighting
+    ):
+        return None
+    if _has_forward_hooks(aggregator) or _has_forward_hooks(weighting):
+        return None
+    return aggregator.gramian_weighting
+
+
+def _has_forward_hooks(module: nn.Module) -> bool:
+    return bool(module._forward_hooks or module._forward_pre_hooks)
+
+
+def has_global_forward_hooks() -> bool:
+    """Whether hooks registered for every module would observe the aggregator's input."""
+    from torch.nn.modules import module
+
+    return bool(module._global_forward_hooks or module._global_forward_pre_hooks)
+
+
+def _common_dtype(jacobian: Jacobian) -> torch.dtype:
+    dtype = jacobian.inputs[0].dtype
+    for input in jacobian.inputs[1:]:
+        dtype = torch.promote_types(dtype, input.dtype)
+    return dtype
+
+
+def _check_finite_gramian(gramian: Tensor, what: str) -> None:
+    """A NaN or inf in the Jacobian always shows in its Gramian: check the small one."""
+    all_finite = torch.isfinite(gramian).all()
+    message = (
+        f"{what} should only contain finite values. Found NaN or inf entries (or values too "
+        f"large for {gramian.dtype})."
+    )
+    if gramian.device.type != "cpu":
+        torch._assert_async(all_finite, message)
+    elif not bool(all_finite):
+        raise ValueError(message)
+
+
+def gramian_of(jacobian: Jacobian) -> Tensor:
+    """``G = J Jᵀ``, summed input by input and block by block (``J`` is never concatenated)."""
+    m = jacobian.rows
+    dtype = _common_dtype(jacobian)
+    device = jacobian.inputs[0].device
+    gramian = torch.zeros((m, m), dtype=dtype, device=device)
+    ranges = list(zip(jacobian.starts, jacobian.stops(), strict=True))
+    for blocks in jacobian.blocks:
+        flats = [
+            None if b is None else b.reshape(b.shape[0], -1).to(dtype=dtype, device=device)
+            for b in blocks
+        ]
+        if len(flats) == 1:
+            if flats[0] is not None:
+                gramian.addmm_(flats[0], flats[0].T)
+            continue
+        for k, (fk, (ak, bk)) in enumerate(zip(flats, ranges, strict=True)):
+            if fk is None:
+                continue
+            for fl, (al, bl) in zip(flats[k:], ranges[k:], strict=True):
+                if fl is None:
+                    continue
+                product = fk @ fl.T
+                gramian[ak:bk, al:bl] += product
+                if al != ak:
+                    gramian[al:bl, ak:bk] += product.T
+    return gramian
+
+
+def weights_from_gramian(
+    gramian: Tensor, gramian_weighting: Weighting[PSDMatrix], what: str
+) -> Tensor:
+    """Check the Gramian (for the Jacobian ``what``) and return ``gramian_weighting(gramian)``."""
+    _check_finite_gramian(gramian, what)
+    weights = gramian_weighting(gramian)
+    check_weights(weights, gramian_weighting)
+    return weights
+
+
+def apply_weights(jacobian: Jacobian, weights: Tensor) -> None:
+    """Accumulate ``weights @ J`` into the ``.grad`` of the inputs, input by input.
+
+    Inputs that the outputs do not depend on keep their ``.grad`` (as with autograd).
+    """
+    ranges = list(zip(jacobian.starts, jacobian.stops(), strict=True))
+    for i, input in enumerate(jacobian.inputs):
+        update: Tensor | None = None
+        for block, (start, stop) in zip(jacobian.blocks[i], ranges, strict=True):
+            if block is None:
+                continue
+            flat = block.reshape(block.shape[0], -1)
+            term = weights[start:stop].to(flat.dtype) @ flat
+            update = term if update is None else update + term
+        jacobian.blocks[i] = []
+        if update is not None:
+            accumulate_grad(input, update)
+
+
+def aggregate_via_gramian(
+    jacobian: Jacobian, gramian_weighting: Weighting[PSDMatrix], what: str
+) -> Tensor:
+    """Accumulate ``gramian_weighting(J Jᵀ) @ J`` into the ``.grad`` of the inputs and return
+    the weights, holding nothing more than the blocks of the Jacobian.
+    """
+    weights = weights_from_gramian(gramian_of(jacobian), gramian_weighting, what)
+    apply_weights(jacobian, weights)
+    return weights
+
+
+def aggregate_concatenated(jacobian: Jacobian, aggregator: Aggregator) -> Tensor | None:
+    """Accumulate ``aggregator(J)`` into the ``.grad`` of the inputs, where ``J`` ``[m, n]`` is
+    the concatenation of the inputs' Jacobians (flattened, in order).
+
+    Each block is released once copied, so that the Jacobian is held about once. Return the
+    weights if ``aggregator`` is a :class:`WeightedAggregator`, else ``None``.
+    """
+    m = jacobian.rows
+    numels = [input.numel() for input in jacobian.inputs]
+    used = [jacobian.is_used(i) for i in range(len(numels))]
+    matrix = torch.zeros(
+        (m, sum(numels)), dtype=_common_dtype(jacobian), device=jacobian.inputs[0].device
+    )
+    column = 0
+    for i, numel in enumerate(numels):
+        for block, start, stop in zip(
+            jacobian.blocks[i], jacobian.starts, jacobian.stops(), strict=True
+        ):
+            if block is not None:
+                matrix[start:stop, column : column + numel] = block.reshape(stop - start, -1)
+        jacobian.blocks[i] = []
+        column += numel
+    weights: list[Tensor] = []
+    handle = None
+    if isinstance(aggregator, WeightedAggregator):
+        # Registered last, it sees the weights that the other hooks may have changed.
+        def capture(_module: nn.Module, _args: object, output: Tensor) -> None:
+            weights.append(output)
+
+        handle = aggregator.weighting.register_forward_hook(capture)
+    try:
+        update = aggregator(matrix)
+    finally:
+        if handle is not None:
+            handle.remove()
+    del matrix
+    column = 0
+    for i, (input, numel) in enumerate(zip(jacobian.inputs, numels, strict=True)):
+        if used[i]:
+            # The slice is a view of the aggregator's output, which its hooks may hold: copy it.
+            accumulate_grad(input, update[column : column + numel].clone())
+        column += numel
+    return weights[-1] if weights else None

@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from torch import Tensor
+
+from ._graph import graph_leaves
+from ._inputs import (
+    as_tensor_list,
+    check_bool,
+    check_chunk_size,
+    check_have_grad_fn,
+    check_jacobian_seeds,
+    check_not_empty,
+    check_require_grad,
+    check_unique,
+    iterable_to_list,
+    unique,
+)
+from ._jacobian import Seeds, compute_jacobian
+
+
+def jac(
+    outputs: Sequence[Tensor] | Tensor,
+    inputs: Iterable[Tensor] | Tensor | None = None,
+    *,
+    jac_outputs: Sequence[Tensor] | Tensor | None = None,
+    retain_graph: bool = False,
+    parallel_chunk_size: int | None = None,
+) -> tuple[Tensor, ...]:
+    r"""Return the Jacobian of ``outputs`` with respect to each of ``inputs``.
+
+    The Jacobian with respect to an input has shape ``[m, *input.shape]``, with one row per
+    element of ``outputs`` (each flattened row-major, in order). No ``.grad`` or ``.jac`` field
+    is touched. An input that the outputs do not depend on gets zeros.
+
+    Args:
+        outputs: The tensors to differentiate, of any shapes.
+        inputs: The tensors to differentiate with respect to: a tensor, or any iterable of
+            tensors (a generator such as ``model.parameters()`` too). A repeated input gets its
+            Jacobian repeated. Defaults to the leaves of the graph of ``outputs`` that require
+            grad, in the order of :func:`backward`.
+        jac_outputs: The Jacobians to pull back instead of the identity, one per output, of
+            shape ``[k, *output.shape]`` with the same ``k``: the results then have ``k`` rows
+            (the chain rule ``jac_outputs · ∂outputs/∂inputs``).
+        retain_graph: Keep the graph after the call, so that it can be differentiated again.
+        parallel_chunk_size: The number of rows computed in one batched (``torch.vmap``) call;
+            see :func:`backward`.
+
+    Example:
+        >>> import torch
+        >>> from torchjd.autojac import jac
+        >>>
+        >>> x = torch.tensor([1.0, 2.0], requires_grad=True)
+        >>> h = x**2
+        >>> y = torch.stack([h.sum(), torch.tensor([1.0, -1.0]) @ h])
+        >>> jac(y, x)
+        (tensor([[ 2.,  4.],
+                [ 2., -4.]]),)
+
+        The chain rule, from a Jacobian with respect to ``h``:
+
+        >>> h = x**2
+        >>> jac(h, x, jac_outputs=torch.tensor([[1.0, 1.0], [1.0, -1.0]]))
+        (tensor([[ 2.,  4.],
+                [ 2., -4.]]),)
+    """
+    chunk_size = check_chunk_size(parallel_chunk_size)
+    retain = check_bool(retain_graph, "retain_graph")
+    output_list = as_tensor_list(outputs, "outputs")
+    check_not_empty(output_list, "outputs")
+    check_unique(output_list, "outputs")
+    check_require_grad(output_list, "outputs")
+    seeds = Seeds(
+        output_list,
+        None
+        if jac_outputs is None
+        else check_jacobian_seeds(jac_outputs, output_list, "jac_outputs", "outputs"),
+    )
+    if inputs is None:
+        check_have_grad_fn(output_list, "outputs", "inputs")
+        requested = graph_leaves(output_list)
+    else:
+        requested = iterable_to_list(inputs, "inputs")
+        check_require_grad(requested, "inputs")
+    distinct = unique(requested)
+    if not distinct:
+        return ()
+    jacobian = compute_jacobian(seeds, distinct, retain, chunk_size)
+    by_id = {id(input): jacobian.full(i) for i, input in enumerate(distinct)}
+    return tuple(by_id[id(input)] for input in requested)

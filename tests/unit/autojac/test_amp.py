@@ -1,0 +1,64 @@
+"""Mixed precision: the AMP recipe (autocast around forward and losses, GradScaler)."""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch import nn
+from torch.testing import assert_close
+
+from settings import DEVICE
+from torchjd import backward, mtl_backward
+from torchjd.aggregation import UPGrad
+
+
+def _model() -> tuple[nn.Module, list[nn.Module]]:
+    trunk = nn.Sequential(nn.Linear(4, 8), nn.LayerNorm(8), nn.ReLU(), nn.Linear(8, 5))
+    heads = [nn.Linear(5, 1) for _ in range(2)]
+    return trunk.to(DEVICE), [head.to(DEVICE) for head in heads]
+
+
+def _step(amp: bool) -> list[torch.Tensor]:
+    """One MTL step of SGD; returns the parameters after it (the model is rebuilt each time)."""
+    torch.manual_seed(0)
+    trunk, heads = _model()
+    params = [*trunk.parameters(), *(p for head in heads for p in head.parameters())]
+    x = torch.randn(16, 4, device=DEVICE)
+    targets = torch.randn(2, 16, 1, device=DEVICE)
+    optimizer = torch.optim.SGD(params, lr=0.1)
+    scaler = torch.amp.GradScaler(DEVICE.type, enabled=amp)
+    with torch.autocast(device_type=DEVICE.type, dtype=torch.bfloat16, enabled=amp):
+        features = trunk(x)
+        losses = [
+            nn.functional.mse_loss(head(features), target)
+            for head, target in zip(heads, targets, strict=True)
+        ]
+    optimizer.zero_grad()
+    with warnings.catch_warnings():
+        # With some versions of torch, vmap loses the autocast state in the backward of norm
+        # layers (users.md §1.3): the rows are then computed one by one, with this warning.
+        warnings.filterwarnings("ignore", message="The Jacobian could not be computed with")
+        mtl_backward(scaler.scale(losses), features, UPGrad())
+    for param in params:
+        assert param.grad is not None
+        assert param.grad.dtype == torch.float32
+    scaler.step(optimizer)
+    scaler.update()
+    return [p.detach().clone() for p in params]
+
+
+def test_amp_step_matches_float32_step() -> None:
+    reference = _step(amp=False)
+    mixed = _step(amp=True)
+    for param, expected in zip(mixed, reference, strict=True):
+        assert_close(param, expected, rtol=0.0, atol=2e-2)
+
+
+def test_grad_dtype_of_bfloat16_parameters_under_autocast() -> None:
+    layer = nn.Linear(3, 2).to(DEVICE, torch.bfloat16)
+    with torch.autocast(device_type=DEVICE.type, dtype=torch.bfloat16):
+        losses = layer(torch.randn(4, 3, device=DEVICE, dtype=torch.bfloat16)).float().sum(dim=1)
+    backward(losses, UPGrad())
+    assert layer.weight.grad is not None
+    assert layer.weight.grad.dtype == torch.bfloat16
