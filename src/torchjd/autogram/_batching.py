@@ -1,0 +1,90 @@
+"""Where the samples of a batch lie in the tensors that a hooked module receives and returns."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class Batching:
+    """The per-sample structure declared by ``batch_dim`` for one call of ``compute_gramian``.
+
+    Rules express per-sample quantities with a *sample axis* in front: of size ``size`` when the
+    engine has a ``batch_dim``, of size 1 when it has none (the whole tensor is then one
+    "sample", and the rows of the output gradients already separate every objective).
+
+    Attributes:
+        size: The batch size ``B`` (the size of the output's ``batch_dim``), or ``None`` when the
+            engine was built with ``batch_dim=None``.
+        preferred_dim: The engine's ``batch_dim`` (normalised), tried first when a tensor has
+            several dimensions of size ``B``.
+    """
+
+    size: int | None
+    preferred_dim: int
+
+    @property
+    def n_slots(self) -> int:
+        """The size of the sample axis: ``B``, or 1 without per-sample structure."""
+        return 1 if self.size is None else self.size
+
+    def sample_dim(
+        self,
+        shape: Sequence[int],
+        module: nn.Module,
+        *,
+        known: int | None = None,
+        n_feature_dims: int = 0,
+    ) -> int | None:
+        """Return the batch dimension of a tensor, or ``None`` if the tensor is one sample.
+
+        Args:
+            shape: The shape of a tensor received or returned by ``module``.
+            module: The module, named in error messages.
+            known: The batch dimension imposed by the module's layout (``batch_first`` and the
+                like), if any.
+            n_feature_dims: The number of trailing dimensions that are features, never batch.
+        """
+        if self.size is None or self.size == 1:
+            # Without per-sample structure, or with a single sample, the whole tensor belongs to
+            # the one sample slot.
+            return None
+        size = self.size
+        shape = tuple(shape)
+        if known is not None:
+            if known < len(shape) and shape[known] == size:
+                return known
+            candidates: list[int] = []
+        else:
+            candidates = [d for d in range(len(shape) - n_feature_dims) if shape[d] == size]
+            if self.preferred_dim in candidates:
+                return self.preferred_dim
+            if len(candidates) == 1:
+                return candidates[0]
+        where = f"{type(module).__name__} module"
+        if len(candidates) > 1:
+            raise ValueError(
+                f"A tensor of shape {list(shape)} of a {where} has several dimensions of size "
+                f"{size} (the size of the output's batch dimension) and none of them is "
+                f"dimension {self.preferred_dim} (`batch_dim`), so its samples cannot be told "
+                "apart. Use a batch size that differs from the other dimensions, or "
+                "`batch_dim=None`."
+            )
+        expected = "" if known is None else f" along dimension {known}"
+        raise ValueError(
+            f"A tensor of shape {list(shape)} of a {where} is not batched{expected}: with "
+            f"`batch_dim` set, every tensor that a hooked module receives or returns must hold "
+            f"the {size} samples of the output's batch dimension along one of its dimensions, "
+            "each sample processed independently. Use `batch_dim=None` for other models."
+        )
+
+    def front(self, tensor: Tensor, dim: int | None) -> Tensor:
+        """Move the batch dimension ``dim`` of ``tensor`` to the front (add it if ``None``)."""
+        return tensor.unsqueeze(0) if dim is None else tensor.movedim(dim, 0)
+
+    def front_grad(self, grad: Tensor, dim: int | None) -> Tensor:
+        """Same as :meth:`front` for a gradient with a leading dimension of objective rows."""
+        return grad.unsqueeze(1) if dim is None else grad.movedim(dim + 1, 1)

@@ -1,0 +1,277 @@
+"""The autogram engine: the Gramian of the Jacobian of a tensor, from one backward pass."""
+
+from __future__ import annotations
+
+import math
+import weakref
+from collections import Counter
+from collections.abc import Iterable
+from types import TracebackType
+
+import torch
+from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
+
+from ._batching import Batching
+from ._call import Call
+from ._hooks import CallLog, ModuleHooks
+from ._registry import rule_for
+
+_SAMPLE_MIXING_TYPES: tuple[type[nn.Module], ...] = (
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.BatchNorm3d,
+    nn.LazyBatchNorm1d,
+    nn.LazyBatchNorm2d,
+    nn.LazyBatchNorm3d,
+    nn.SyncBatchNorm,
+)
+
+
+def _collect_modules(modules: tuple[nn.Module | Iterable[nn.Module], ...]) -> list[nn.Module]:
+    """Flatten the ``modules`` arguments and add every submodule, each module once, in order."""
+    found: dict[int, nn.Module] = {}
+    for position, item in enumerate(modules):
+        roots: Iterable[object] = [item] if isinstance(item, nn.Module) else item
+        if not isinstance(roots, Iterable):
+            raise TypeError(
+                "Parameter `modules` should be modules or iterables of modules. Found type "
+                f"{type(item).__name__} at position {position}."
+            )
+        for root in roots:
+            if not isinstance(root, nn.Module):
+                raise TypeError(
+                    "Parameter `modules` should be modules or iterables of modules. Found an "
+                    f"element of type {type(root).__name__} at position {position}."
+                )
+            for module in root.modules():
+                found.setdefault(id(module), module)
+    return list(found.values())
+
+
+def _remove(handles: list[RemovableHandle]) -> None:
+    for handle in handles:
+        handle.remove()
+    handles.clear()
+
+
+class Engine:
+    """Computes the Gramian of the Jacobian of a tensor with respect to the parameters of modules.
+
+    The differentiated parameters are the trainable parameters (``requires_grad``) of the given
+    modules and of all their submodules, each counted once (for ``model.modules()``, all the
+    parameters of ``model``). ``compute_gramian(output)`` returns ``G = J Jᵀ``, where ``J`` is the
+    Jacobian of ``output`` with respect to these parameters, without ever forming ``J``: forward
+    hooks record each module call (its inputs and a handle on its outputs); one backward pass,
+    from ``output`` to the recorded module outputs (no parameter gradient is computed), gives the
+    output gradients; closed-form rules (``Linear``, ``Conv1d/2d/3d``, ``Embedding``,
+    ``LayerNorm``, ``GroupNorm``, ``RMSNorm``) or, for any other module, a back-propagation
+    through the call's own recorded graph, turn them into per-objective parameter gradients.
+    Every use of a parameter counts (tied weights, a module called several times, a parameter
+    of a module used by its parent): the contributions of all uses are summed before taking
+    products. No forward pass is ever run again, so dropout and other randomness are fine.
+
+    The typical use, as in the example below, is Gramian-based Jacobian descent: compute the
+    Gramian, turn it into weights with a weighting, and back-propagate the weighted losses. It
+    is equivalent to a step of Jacobian descent with the matching aggregator, without forming
+    the Jacobian.
+
+    Args:
+        modules: The modules whose parameters (and whose submodules' parameters) are
+            differentiated: modules, or iterables of modules such as ``model.modules()``.
+        batch_dim: The batch dimension of the differentiated tensor, if each element of the
+            batch is processed independently (then every hooked module must receive and return
+            tensors batched along a dimension of the same size, each sample processed
+            independently); ``None`` otherwise. With a ``batch_dim``, one backward pass of the
+            sum over the batch gives every per-sample gradient; without, every entry of the
+            output is back-propagated (vectorised), which costs more but assumes nothing (models
+            with ``BatchNorm`` need it). Modules that mix the samples of a batch
+            (``BatchNorm*``, ``SyncBatchNorm``) are refused when ``batch_dim`` is set.
+
+    The hooks stay on the modules until :meth:`close` is called, the engine is used as a context
+    manager and exits, or the engine is garbage-collected. Records of a forward pass live as long
+    as its autograd graph: a forward pass without ``compute_gramian`` leaves nothing behind once
+    its outputs are dropped, and a record whose graph does not reach the differentiated tensor
+    is ignored.
+
+    Where a tensor of a position-wise module (``Linear``, ``Embedding``, norms, generic modules)
+    has several dimensions of the batch size, the engine takes ``batch_dim`` as its batch
+    dimension; modules with a layout attribute (``batch_first`` of RNNs, attention and
+    transformer layers) are read accordingly.
+
+    For a linear model ``o_i = w · x_i``, the gradient of ``o_i`` is ``x_i``, so ``G = X Xᵀ``:
+
+    >>> import torch
+    >>> from torch.nn import Linear
+    >>> model = Linear(2, 1, bias=False)
+    >>> engine = Engine(model, batch_dim=0)
+    >>> x = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+    >>> engine.compute_gramian(model(x).squeeze(dim=1))
+    tensor([[ 5., 11.],
+            [11., 25.]])
+    """
+
+    def __init__(self, *modules: nn.Module | Iterable[nn.Module], batch_dim: int | None) -> None:
+        if batch_dim is not None and (
+            isinstance(batch_dim, bool) or not isinstance(batch_dim, int)
+        ):
+            raise TypeError(
+                f"Parameter `batch_dim` should be an int or None. Found type "
+                f"{type(batch_dim).__name__}."
+            )
+        all_modules = _collect_modules(modules)
+        if batch_dim is not None:
+            for module in all_modules:
+                if isinstance(module, _SAMPLE_MIXING_TYPES):
+                    raise ValueError(
+                        f"Parameter `batch_dim` is {batch_dim}, but the modules include a "
+                        f"{type(module).__name__}: batch normalization mixes the samples of a "
+                        "batch (batch statistics), so the gradient of one sample's loss depends "
+                        "on the other samples and the per-sample Gramian would be wrong. Replace "
+                        "it by GroupNorm, LayerNorm or InstanceNorm, or use `batch_dim=None`."
+                    )
+        self._batch_dim = batch_dim
+        self._log = CallLog()
+        self._params = {id(p): p for m in all_modules for p in m.parameters()}
+        self._handles: list[RemovableHandle] = []
+        for module in all_modules:
+            if next(module.parameters(), None) is None:
+                continue
+            hooks = ModuleHooks(self._log, module, rule_for(module))
+            self._handles.append(module.register_forward_pre_hook(hooks.pre, with_kwargs=True))
+            self._handles.append(
+                module.register_forward_hook(hooks.post, with_kwargs=True, always_call=True)
+            )
+        self._finalizer = weakref.finalize(self, _remove, self._handles)
+
+    def close(self) -> None:
+        """Remove the hooks from the modules. The engine can no longer compute Gramians."""
+        self._finalizer()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def compute_gramian(self, output: Tensor) -> Tensor:
+        """Compute the (generalized) Gramian of the Jacobian of ``output``.
+
+        For an ``output`` of shape ``[m1, ..., mk]``, the Jacobian ``J`` with respect to the
+        ``n`` differentiated parameters has shape ``[m1, ..., mk, n]`` and the returned
+        generalized Gramian has shape ``[m1, ..., mk, mk, ..., m1]``: its entry
+        ``[i1, ..., ik, jk, ..., j1]`` is the inner product of the gradients of
+        ``output[i1, ..., ik]`` and ``output[j1, ..., jk]``. A scalar gives a scalar (the
+        squared norm of its gradient), a vector ``[m]`` the usual ``[m, m]`` Gramian, a matrix
+        ``[B, T]`` (one loss per sample and task) a ``[B, T, T, B]`` Gramian; use
+        ``Flattening(weighting)`` for the weights of such outputs. No ``.grad`` is filled and
+        the graph of ``output`` is kept, for the ``backward`` that follows.
+
+        Args:
+            output: The tensor to differentiate, computed (after the engine was created) by the
+                hooked modules. With a ``batch_dim``, it must have that dimension.
+        """
+        if not isinstance(output, Tensor):
+            raise TypeError(
+                f"Parameter `output` should be a torch.Tensor. Found type {type(output).__name__}."
+            )
+        if not self._finalizer.alive:
+            raise RuntimeError("This Engine was closed: its hooks were removed. Create a new one.")
+        shape = tuple(output.shape)
+        batching, grad_outputs, n_rows = self._plan(output)
+        gramian = output.new_zeros(n_rows, n_rows)
+        calls = self._log.live_calls()
+        if calls and output.requires_grad and output.numel() > 0:
+            # The rules read recorded tensors that require grad: the Gramian itself is a
+            # constant (no graph of its own, like the weights computed from it).
+            with torch.no_grad():
+                self._accumulate(gramian, output, grad_outputs, calls, batching)
+        return _generalize(gramian, shape, self._batch_dim)
+
+    def _plan(self, output: Tensor) -> tuple[Batching, Tensor, int]:
+        """The sample structure and the objective rows to back-propagate: ``[rows, *shape]``."""
+        shape = tuple(output.shape)
+        if self._batch_dim is None:
+            size = output.numel()
+            rows = torch.eye(size, dtype=output.dtype, device=output.device)
+            return Batching(None, 0), rows.reshape(size, *shape), size
+        dim = self._batch_dim
+        if not -len(shape) <= dim < len(shape):
+            raise ValueError(
+                f"Parameter `batch_dim` is {dim}, but `output` has shape {list(shape)}, which "
+                f"has no dimension {dim}. Use the index of the batch dimension of `output`, or "
+                "`batch_dim=None`."
+            )
+        dim %= len(shape)
+        rest = shape[:dim] + shape[dim + 1 :]
+        n_rest = math.prod(rest)
+        eye = torch.eye(n_rest, dtype=output.dtype, device=output.device).reshape(n_rest, *rest)
+        rows = eye.unsqueeze(dim + 1).expand(n_rest, *shape)
+        return Batching(shape[dim], dim), rows, n_rest * shape[dim]
+
+    def _accumulate(
+        self,
+        gramian: Tensor,
+        output: Tensor,
+        grad_outputs: Tensor,
+        calls: list[Call],
+        batching: Batching,
+    ) -> None:
+        edges = [edge for call in calls for edge in call.output_edges]
+        single_row = grad_outputs.shape[0] == 1
+        grads = torch.autograd.grad(
+            output,
+            edges,
+            grad_outputs=grad_outputs[0] if single_row else grad_outputs,
+            retain_graph=True,
+            allow_unused=True,
+            is_grads_batched=not single_row,
+        )
+        all_grads: list[Tensor | None] = [
+            None if g is None else g.unsqueeze(0) if single_row else g for g in grads
+        ]
+        reached: list[tuple[Call, list[Tensor | None]]] = []
+        start = 0
+        for call in calls:
+            call_grads = all_grads[start : start + len(call.output_edges)]
+            start += len(call.output_edges)
+            if any(g is not None for g in call_grads):
+                reached.append((call, call_grads))
+        uses = Counter(id(p) for call, _ in reached for p in call.params)
+        shared: dict[int, Tensor] = {}
+        n_rows = gramian.shape[0]
+        for call, call_grads in reached:
+            call.check_inputs_unchanged()
+            for param, jacobian in call.rule.jacobians(call, call_grads, batching):
+                flat = jacobian.reshape(n_rows, -1).to(gramian.dtype)
+                if uses[id(param)] == 1:
+                    gramian.addmm_(flat, flat.T)
+                else:
+                    previous = shared.get(id(param))
+                    shared[id(param)] = flat if previous is None else previous + flat
+        for flat in shared.values():
+            gramian.addmm_(flat, flat.T)
+
+
+def _generalize(gramian: Tensor, shape: tuple[int, ...], batch_dim: int | None) -> Tensor:
+    """Reshape the ``[M, M]`` Gramian of the objective rows into ``[m1..mk, mk..m1]``.
+
+    Rows are ordered like ``output.reshape(-1)`` without ``batch_dim``, and with the batch index
+    last (after the other dimensions, row-major) with it.
+    """
+    k = len(shape)
+    if batch_dim is None:
+        order = list(range(k))
+    else:
+        dim = batch_dim % k
+        order = [d for d in range(k) if d != dim] + [dim]
+    ordered = [shape[d] for d in order]
+    full = gramian.reshape([*ordered, *ordered])
+    position = [order.index(d) for d in range(k)]
+    permutation = position + [k + position[d] for d in reversed(range(k))]
+    return full.permute(permutation)

@@ -1,0 +1,37 @@
+"""Which rule handles which module: a registry keyed by module type, looked up along the MRO."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from ._call import Rule
+from ._conv_rule import ConvRule
+from ._generic_rule import GenericRule
+from ._linear_rules import _NORM_TYPES, AffineNormRule, EmbeddingRule, LinearRule
+
+GENERIC_RULE = GenericRule()
+
+_RULES: dict[type[nn.Module], Rule] = {
+    nn.Linear: LinearRule(),
+    nn.Embedding: EmbeddingRule(),
+    nn.Conv1d: ConvRule(),
+    nn.Conv2d: ConvRule(),
+    nn.Conv3d: ConvRule(),
+    **{kind: AffineNormRule() for kind in _NORM_TYPES},
+}
+
+
+def rule_for(module: nn.Module) -> Rule:
+    """The closed-form rule of ``module``'s type (nearest in its MRO), else the generic rule.
+
+    A closed-form rule is used only for a module without parameterised children and whose
+    ``forward`` is the one the rule describes (a subclass that overrides it gets the generic
+    rule, which is exact for any module).
+    """
+    has_child_params = any(True for child in module.children() for _ in child.parameters())
+    if not has_child_params:
+        for kind in type(module).__mro__:
+            rule = _RULES.get(kind)
+            if rule is not None and rule.accepts(module):
+                return rule
+    return GENERIC_RULE
