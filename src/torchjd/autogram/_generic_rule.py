@@ -97,7 +97,6 @@ class GenericRule(Rule):
                     grad_outputs=grad_outputs,
                     retain_graph=True,
                     allow_unused=True,
-                    materialize_grads=True,
                     is_grads_batched=True,
                 )
         finally:
@@ -105,4 +104,5 @@ class GenericRule(Rule):
         return [
             (param, jac.reshape(rows, slots, *param.shape))
             for param, jac in zip(call.params, jacobians, strict=True)
+            if jac is not None  # A parameter unused in this call contributes nothing.
         ]
