@@ -1,0 +1,98 @@
+"""Each closed-form rule agrees with the generic rule (and with autograd) on the same module."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from settings import DEVICE, DTYPE
+from torchjd.autogram import Engine
+from torchjd.autogram._generic_rule import GenericRule
+from torchjd.autogram._registry import rule_for
+from unit.autogram._reference import assert_gramians_close, autograd_gramian, trainable
+
+
+def generic_twin(module: nn.Module) -> nn.Module:
+    """A copy of ``module`` whose class overrides ``forward`` (so it gets the generic rule)."""
+    base = type(module)
+
+    def forward(self: nn.Module, *args: object) -> object:
+        return base.forward(self, *args)
+
+    twin = type(f"Generic{base.__name__}", (base,), {"forward": forward})
+    copy: nn.Module = base.__new__(twin)
+    copy.__dict__.update(module.__dict__)
+    copy._parameters = dict(module._parameters)
+    return copy
+
+
+MODULES: list[tuple[Callable[[], nn.Module], Callable[[int], Tensor]]] = [
+    (lambda: nn.Linear(5, 3), lambda b: torch.randn(b, 2, 5)),
+    (lambda: nn.Linear(5, 3, bias=False), lambda b: torch.randn(b, 5)),
+    (lambda: nn.Conv1d(2, 4, 3, stride=2, padding=2), lambda b: torch.randn(b, 2, 9)),
+    (
+        lambda: nn.Conv2d(
+            4, 6, (3, 2), dilation=(2, 1), groups=2, padding_mode="reflect", padding=1
+        ),
+        lambda b: torch.randn(b, 4, 7, 6),
+    ),
+    (lambda: nn.Conv3d(2, 2, 3, padding="same", bias=False), lambda b: torch.randn(b, 2, 3, 4, 3)),
+    (lambda: nn.Embedding(7, 3, padding_idx=2), lambda b: torch.randint(0, 7, (b, 5))),
+    (lambda: nn.Embedding(7, 3, max_norm=1.0), lambda b: torch.randint(0, 7, (b, 5))),
+    (lambda: nn.LayerNorm((2, 3)), lambda b: torch.randn(b, 4, 2, 3)),
+    (lambda: nn.LayerNorm(3, bias=False), lambda b: torch.randn(b, 3)),
+    (lambda: nn.GroupNorm(2, 4), lambda b: torch.randn(b, 4, 3, 2)),
+    (lambda: nn.RMSNorm(3), lambda b: torch.randn(b, 2, 3)),
+]
+
+
+@pytest.mark.parametrize(("make", "make_input"), MODULES)
+@pytest.mark.parametrize("batch_dim", [0, None])
+def test_rule_matches_generic_rule_and_autograd(
+    make: Callable[[], nn.Module], make_input: Callable[[int], Tensor], batch_dim: int | None
+) -> None:
+    module = make().to(device=DEVICE, dtype=DTYPE)
+    for p in module.parameters():  # Norm layers start at 1 and 0: make every entry count.
+        p.data.normal_()
+    twin = generic_twin(module)
+    assert not isinstance(rule_for(module), GenericRule)
+    assert isinstance(rule_for(twin), GenericRule)
+    x = make_input(3)
+    x = x.to(device=DEVICE) if not x.is_floating_point() else x.to(device=DEVICE, dtype=DTYPE)
+    outputs = []
+    gramians = []
+    for candidate in (module, twin):
+        engine = Engine(candidate, batch_dim=batch_dim)
+        output = torch.tanh(candidate(x)).flatten(start_dim=1).sum(dim=1)
+        outputs.append(output)
+        gramians.append(engine.compute_gramian(output))
+        engine.close()
+    expected = autograd_gramian(outputs[0], trainable(module))
+    assert_gramians_close(gramians[0], expected)
+    assert_gramians_close(gramians[1], expected)
+
+
+def test_subclass_with_own_forward_gets_generic_rule() -> None:
+    class Scaled(nn.Linear):
+        def forward(self, input: Tensor) -> Tensor:
+            return 2 * super().forward(input)
+
+    class Plain(nn.Linear):
+        pass
+
+    assert isinstance(rule_for(Scaled(2, 2)), GenericRule)
+    assert not isinstance(rule_for(Plain(2, 2)), GenericRule)
+
+
+def test_embedding_scaled_by_frequency_is_exact() -> None:
+    """``scale_grad_by_freq`` couples positions through counts: handled by the generic rule."""
+    module = nn.Embedding(5, 3, scale_grad_by_freq=True).to(device=DEVICE, dtype=DTYPE)
+    assert isinstance(rule_for(module), GenericRule)
+    engine = Engine(module, batch_dim=0)
+    output = module(torch.tensor([[1, 1, 2], [1, 3, 3]], device=DEVICE)).sum(dim=(1, 2))
+    assert_gramians_close(
+        engine.compute_gramian(output), autograd_gramian(output, trainable(module))
+    )
