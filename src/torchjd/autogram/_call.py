@@ -94,6 +94,15 @@ class Rule(ABC):
         """The tensors of the call that the rule will read (kept until the Gramian is computed)."""
         return ()
 
+    def gramian(self, call: Call, grads: list[Tensor | None], batching: Batching) -> Tensor | None:
+        """The ``[rows·slots, rows·slots]`` Gramian of all of ``call.params`` together, or None.
+
+        Called instead of :meth:`jacobians` when no parameter of the call is used elsewhere, so
+        that a rule can use a form that never builds the gradients; ``None`` means "use
+        :meth:`jacobians`".
+        """
+        return None
+
     @abstractmethod
     def jacobians(
         self, call: Call, grads: list[Tensor | None], batching: Batching

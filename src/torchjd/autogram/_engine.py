@@ -247,6 +247,11 @@ class Engine:
         n_rows = gramian.shape[0]
         for call, call_grads in reached:
             call.check_inputs_unchanged()
+            if all(uses[id(p)] == 1 for p in call.params):
+                contribution = call.rule.gramian(call, call_grads, batching)
+                if contribution is not None:
+                    gramian += contribution
+                    continue
             for param, jacobian in call.rule.jacobians(call, call_grads, batching):
                 flat = jacobian.reshape(n_rows, -1).to(gramian.dtype)
                 if uses[id(param)] == 1:

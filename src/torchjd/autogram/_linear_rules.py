@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from ._batching import Batching
 from ._call import Call, Rule
+from ._gram import linear_gramian, linear_jacobian, sum_gramian
 
 
 def first_input(args: tuple[object, ...], kwargs: dict[str, object]) -> tuple[Tensor, ...]:
@@ -51,18 +52,36 @@ class LinearRule(Rule):
         module = call.module
         if not isinstance(module, nn.Linear):
             raise TypeError(f"LinearRule got a {type(module).__name__}.")
+        xs, gs = self._factors(module, call, grads, batching)
+        pairs: list[tuple[Tensor | None, Tensor]] = [(module.weight, linear_jacobian(xs, gs))]
+        if module.bias is not None:
+            pairs.append((module.bias, gs.sum(dim=2)))
+        return selected(call, *pairs)
+
+    def gramian(self, call: Call, grads: list[Tensor | None], batching: Batching) -> Tensor | None:
+        module = call.module
+        if not isinstance(module, nn.Linear):
+            raise TypeError(f"LinearRule got a {type(module).__name__}.")
+        xs, gs = self._factors(module, call, grads, batching)
+        ids = {id(p) for p in call.params}
+        gramian = linear_gramian(xs, gs) if id(module.weight) in ids else None
+        if module.bias is not None and id(module.bias) in ids:
+            bias_gramian = sum_gramian(gs)
+            gramian = bias_gramian if gramian is None else gramian + bias_gramian
+        return gramian
+
+    @staticmethod
+    def _factors(
+        module: nn.Linear, call: Call, grads: list[Tensor | None], batching: Batching
+    ) -> tuple[Tensor, Tensor]:
+        """Inputs ``[S, N, d]`` and output gradients ``[R, S, N, p]`` with a sample axis."""
         grad = only_grad(grads)
         (x,) = call.inputs
         dim = batching.sample_dim(x.shape, module, n_feature_dims=1)
         rows, slots = grad.shape[0], batching.n_slots
         xs = batching.front(x, dim).reshape(slots, -1, module.in_features).to(grad.dtype)
         gs = batching.front_grad(grad, dim).reshape(rows, slots, -1, module.out_features)
-        pairs: list[tuple[Tensor | None, Tensor]] = [
-            (module.weight, torch.einsum("rsnp,snd->rspd", gs, xs))
-        ]
-        if module.bias is not None:
-            pairs.append((module.bias, gs.sum(dim=2)))
-        return selected(call, *pairs)
+        return xs, gs
 
 
 class EmbeddingRule(Rule):

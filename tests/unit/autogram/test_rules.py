@@ -11,8 +11,10 @@ from torch import Tensor, nn
 from settings import DEVICE, DTYPE
 from torchjd.autogram import Engine
 from torchjd.autogram._generic_rule import GenericRule
+from torchjd.autogram._gram import linear_gramian, linear_jacobian, sum_gramian
 from torchjd.autogram._registry import rule_for
 from unit.autogram._reference import assert_gramians_close, autograd_gramian, trainable
+from utils.tensors import randn_
 
 
 def generic_twin(module: nn.Module) -> nn.Module:
@@ -96,3 +98,17 @@ def test_embedding_scaled_by_frequency_is_exact() -> None:
     assert_gramians_close(
         engine.compute_gramian(output), autograd_gramian(output, trainable(module))
     )
+
+
+@pytest.mark.parametrize(
+    ("n_rows", "n_slots", "n_positions", "d", "p"),
+    [(1, 4, 1, 5, 3), (2, 3, 1, 2, 2), (1, 3, 2, 4, 3), (2, 2, 3, 6, 5), (1, 2, 40, 2, 3)],
+)
+def test_linear_gramian_forms(n_rows: int, n_slots: int, n_positions: int, d: int, p: int) -> None:
+    """Ghost form (few positions) and materialised form (many) both equal ``J Jᵀ``."""
+    a = randn_(n_slots, n_positions, d)
+    g = randn_(n_rows, n_slots, n_positions, p)
+    jacobian = linear_jacobian(a, g).reshape(n_rows * n_slots, -1)
+    assert_gramians_close(linear_gramian(a, g), jacobian @ jacobian.T)
+    sums = g.sum(dim=2).reshape(n_rows * n_slots, -1)
+    assert_gramians_close(sum_gramian(g), sums @ sums.T)
