@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from ._batching import Batching
 from ._call import Call, Rule
+from ._gram import linear_gramian
 from ._linear_rules import first_input, only_grad, selected
 
 _CONV_TYPES: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -69,6 +70,34 @@ class ConvRule(Rule):
     def jacobians(
         self, call: Call, grads: list[Tensor | None], batching: Batching
     ) -> list[tuple[nn.Parameter, Tensor]]:
+        module, a, g = self._factors(call, grads, batching)
+        rows, slots = g.shape[:2]
+        weight = torch.einsum("rsgot,sgtc->rsgoc", g, a)
+        pairs: list[tuple[Tensor | None, Tensor]] = [
+            (module.weight, weight.reshape(rows, slots, *module.weight.shape))
+        ]
+        if module.bias is not None:
+            pairs.append((module.bias, g.sum(dim=4).reshape(rows, slots, module.out_channels)))
+        return selected(call, *pairs)
+
+    def gramian(self, call: Call, grads: list[Tensor | None], batching: Batching) -> Tensor | None:
+        module, a, g = self._factors(call, grads, batching)
+        ids = {id(p) for p in call.params}
+        rows, slots = g.shape[:2]
+        gramian = g.new_zeros(rows * slots, rows * slots)
+        if id(module.weight) in ids:
+            for group in range(module.groups):  # Groups have disjoint weights: Gramians add up.
+                gramian += linear_gramian(a[:, group], g[:, :, group].transpose(2, 3))
+        if module.bias is not None and id(module.bias) in ids:
+            sums = g.sum(dim=4).reshape(rows * slots, module.out_channels)
+            gramian += sums @ sums.T
+        return gramian
+
+    @staticmethod
+    def _factors(
+        call: Call, grads: list[Tensor | None], batching: Batching
+    ) -> tuple[nn.modules.conv._ConvNd, Tensor, Tensor]:
+        """Patches ``[S, G, N, (C/G)·Πk]`` and output gradients ``[R, S, G, O/G, N]``."""
         module = call.module
         if not isinstance(module, nn.modules.conv._ConvNd):
             raise TypeError(f"ConvRule got a {type(module).__name__}.")
@@ -88,10 +117,4 @@ class ConvRule(Rule):
         g = batching.front_grad(grad, dim) if batched else grad.unsqueeze(1)
         g = g.reshape(rows, slots, -1, groups, out_per_group, positions)
         g = g.permute(0, 1, 3, 4, 2, 5).reshape(rows, slots, groups, out_per_group, -1)
-        weight = torch.einsum("rsgot,sgtc->rsgoc", g, a)
-        pairs: list[tuple[Tensor | None, Tensor]] = [
-            (module.weight, weight.reshape(rows, slots, *module.weight.shape))
-        ]
-        if module.bias is not None:
-            pairs.append((module.bias, g.sum(dim=4).reshape(rows, slots, module.out_channels)))
-        return selected(call, *pairs)
+        return module, a, g

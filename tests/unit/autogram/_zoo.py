@@ -156,6 +156,19 @@ class Transformer(nn.Module):
         return result
 
 
+class ConvTwice(nn.Module):
+    """One convolution applied twice (its per-sample gradients are summed over the uses)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 2, 3, padding=1, groups=2)
+        self.head = nn.Linear(2 * 4 * 4, 2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out: Tensor = self.head(self.conv(torch.tanh(self.conv(x))).flatten(start_dim=1))
+        return out
+
+
 def cnn() -> nn.Module:
     return nn.Sequential(
         nn.Conv2d(2, 4, 3, padding=1, stride=2),
@@ -243,6 +256,7 @@ CASES = [
     Case("mlp-0d", mlp, lambda b: x_(b, 5), total, (None,)),
     Case("mlp-3d", mlp, lambda b: x_(b, 2, 5), per_token, (0, None)),
     Case("cnn-groupnorm", cnn, lambda b: x_(b, 2, 9, 9), per_token, (0, None)),
+    Case("conv-twice", ConvTwice, lambda b: x_(b, 2, 4, 4), per_token, (0, None)),
     Case("conv1d-conv3d-convtranspose", convs, lambda b: x_(b, 3, 6), summed, (0, None)),
     Case("norms", norms, lambda b: x_(b, 3, 4), per_token, (0, None)),
     Case("embedding", embeddings, lambda b: tokens_(b, 4), summed, (0, None)),
