@@ -42,6 +42,7 @@ class Call:
         output_edges: The gradient edges of the module's outputs that require grad, taken
             before any later in-place operation.
         outputs_shapes: The shapes of those outputs.
+        options: What else the rule noted about the call (see :meth:`Rule.options`).
     """
 
     module: nn.Module
@@ -51,7 +52,12 @@ class Call:
     inputs: tuple[Tensor, ...]
     output_edges: tuple[GradientEdge, ...]
     output_shapes: tuple[torch.Size, ...]
+    options: dict[str, object] = field(default_factory=dict)
     input_versions: tuple[int, ...] = field(init=False)
+    #: The Gramian pass that last back-propagated through the call's outputs, and which
+    #: outputs received a gradient in it (set by the anchor node's backward).
+    reached_by: object = None
+    reached_outputs: tuple[bool, ...] = ()
 
     def __post_init__(self) -> None:
         self.input_versions = tuple(t._version for t in self.inputs)
@@ -93,6 +99,12 @@ class Rule(ABC):
     def inputs(self, args: tuple[object, ...], kwargs: dict[str, object]) -> tuple[Tensor, ...]:
         """The tensors of the call that the rule will read (kept until the Gramian is computed)."""
         return ()
+
+    def options(
+        self, module: nn.Module, args: tuple[object, ...], kwargs: dict[str, object]
+    ) -> dict[str, object]:
+        """Facts about the call, taken at forward time, that the rule needs later."""
+        return {}
 
     def gramian(self, call: Call, grads: list[Tensor | None], batching: Batching) -> Tensor | None:
         """The ``[rows·slots, rows·slots]`` Gramian of all of ``call.params`` together, or None.

@@ -14,7 +14,7 @@ from torch.utils.hooks import RemovableHandle
 
 from ._batching import Batching
 from ._call import Call
-from ._hooks import CallLog, ModuleHooks
+from ._hooks import CURRENT_PASS, CallLog, ModuleHooks
 from ._registry import rule_for
 
 _SAMPLE_MIXING_TYPES: tuple[type[nn.Module], ...] = (
@@ -224,24 +224,32 @@ class Engine:
     ) -> None:
         edges = [edge for call in calls for edge in call.output_edges]
         single_row = grad_outputs.shape[0] == 1
-        grads = torch.autograd.grad(
-            output,
-            edges,
-            grad_outputs=grad_outputs[0] if single_row else grad_outputs,
-            retain_graph=True,
-            allow_unused=True,
-            is_grads_batched=not single_row,
-        )
-        all_grads: list[Tensor | None] = [
-            None if g is None else g.unsqueeze(0) if single_row else g for g in grads
-        ]
+        token = object()
+        CURRENT_PASS[0] = token
+        try:
+            grads = torch.autograd.grad(
+                output,
+                edges,
+                grad_outputs=grad_outputs[0] if single_row else grad_outputs,
+                retain_graph=True,
+                allow_unused=True,
+                is_grads_batched=not single_row,
+            )
+        finally:
+            CURRENT_PASS[0] = None
+        # Gradients with respect to gradient edges can be zeros instead of None for outputs that
+        # the output does not depend on: the anchors' backward tells which were reached.
         reached: list[tuple[Call, list[Tensor | None]]] = []
         start = 0
         for call in calls:
-            call_grads = all_grads[start : start + len(call.output_edges)]
-            start += len(call.output_edges)
-            if any(g is not None for g in call_grads):
+            stop = start + len(call.output_edges)
+            if call.reached_by is token:
+                call_grads: list[Tensor | None] = [
+                    None if (g is None or not hit) else g.unsqueeze(0) if single_row else g
+                    for g, hit in zip(grads[start:stop], call.reached_outputs, strict=True)
+                ]
                 reached.append((call, call_grads))
+            start = stop
         uses = Counter(id(p) for call, _ in reached for p in call.params)
         shared: dict[int, Tensor] = {}
         n_rows = gramian.shape[0]

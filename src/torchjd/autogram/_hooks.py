@@ -13,6 +13,9 @@ from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from ._call import Call, Frame, Rule
 
+#: The token of the Gramian pass in progress, if any (a list: shared with autograd's threads).
+CURRENT_PASS: list[object | None] = [None]
+
 
 class _AnchorCtx(Protocol):
     call: Call
@@ -32,10 +35,17 @@ class _OutputAnchor(torch.autograd.Function):
     @staticmethod
     def forward(ctx: FunctionCtx, call: Call, *outputs: Tensor) -> tuple[Tensor, ...]:
         cast(_AnchorCtx, ctx).call = call
+        # Outputs that receive no gradient get None (not zeros): it tells which are reached.
+        ctx.set_materialize_grads(False)
         return tuple(output.detach() for output in outputs)
 
     @staticmethod
-    def backward(ctx: FunctionCtx, *grads: Tensor) -> tuple[Tensor | None, ...]:
+    def backward(ctx: FunctionCtx, *grads: Tensor | None) -> tuple[Tensor | None, ...]:
+        current = CURRENT_PASS[0]
+        if current is not None:
+            call = cast(_AnchorCtx, ctx).call
+            call.reached_by = current
+            call.reached_outputs = tuple(g is not None for g in grads)
         return (None, *grads)
 
 
@@ -151,6 +161,7 @@ class ModuleHooks:
             inputs=self.rule.inputs(args, kwargs),
             output_edges=tuple(get_gradient_edge(t) for t in outputs),
             output_shapes=tuple(t.shape for t in outputs),
+            options=self.rule.options(module, args, kwargs),
         )
         anchored: tuple[Tensor, ...] = _OutputAnchor.apply(call, *outputs)  # type: ignore[no-untyped-call]
         for i, tensor in zip(indices, anchored, strict=True):

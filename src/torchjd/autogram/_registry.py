@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from ._attention_rule import AttentionRule
 from ._call import Rule
 from ._conv_rule import ConvRule
 from ._generic_rule import GenericRule
@@ -14,6 +15,7 @@ GENERIC_RULE = GenericRule()
 _RULES: dict[type[nn.Module], Rule] = {
     nn.Linear: LinearRule(),
     nn.Embedding: EmbeddingRule(),
+    nn.MultiheadAttention: AttentionRule(),
     nn.Conv1d: ConvRule(),
     nn.Conv2d: ConvRule(),
     nn.Conv3d: ConvRule(),
@@ -24,14 +26,14 @@ _RULES: dict[type[nn.Module], Rule] = {
 def rule_for(module: nn.Module) -> Rule:
     """The closed-form rule of ``module``'s type (nearest in its MRO), else the generic rule.
 
-    A closed-form rule is used only for a module without parameterised children and whose
-    ``forward`` is the one the rule describes (a subclass that overrides it gets the generic
-    rule, which is exact for any module).
+    A closed-form rule is used only for a module all of whose parameters (children's included)
+    it handles, and whose ``forward`` is the one the rule describes (a subclass that overrides
+    it gets the generic rule, which is exact for any module).
     """
-    has_child_params = any(True for child in module.children() for _ in child.parameters())
-    if not has_child_params:
-        for kind in type(module).__mro__:
-            rule = _RULES.get(kind)
-            if rule is not None and rule.accepts(module):
+    for kind in type(module).__mro__:
+        rule = _RULES.get(kind)
+        if rule is not None and rule.accepts(module):
+            handled = {id(p) for p in rule.handled_params(module)}
+            if all(id(p) in handled for p in module.parameters()):
                 return rule
     return GENERIC_RULE

@@ -143,11 +143,13 @@ class Recurrent(nn.Module):
 
 
 class Transformer(nn.Module):
-    def __init__(self, batch_first: bool) -> None:
+    def __init__(self, batch_first: bool, dropout: float = 0.2) -> None:
         super().__init__()
         self.embedding = nn.Embedding(11, 8)
-        self.layer = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.2, batch_first=batch_first)
-        self.decoder = nn.TransformerDecoderLayer(8, 2, 16, dropout=0.2, batch_first=batch_first)
+        self.layer = nn.TransformerEncoderLayer(8, 2, 16, dropout=dropout, batch_first=batch_first)
+        self.decoder = nn.TransformerDecoderLayer(
+            8, 2, 16, dropout=dropout, batch_first=batch_first
+        )
         self.head = nn.Linear(8, 3)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -277,6 +279,20 @@ CASES = [
         lambda: Transformer(batch_first=False),
         lambda b: tokens_(3, b),
         lambda m, x: per_token(m, x).sum(dim=2),
+        (1, None),
+    ),
+    Case(
+        "transformer-no-dropout-batch-first",
+        lambda: Transformer(batch_first=True, dropout=0.0),
+        lambda b: tokens_(b, 3),
+        per_token,
+        (0, None),
+    ),
+    Case(
+        "transformer-no-dropout-sequence-first",
+        lambda: Transformer(batch_first=False, dropout=0.0),
+        lambda b: tokens_(3, b),
+        per_token,
         (1, None),
     ),
     *[

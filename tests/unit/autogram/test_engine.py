@@ -300,6 +300,32 @@ def test_stale_forward_is_ignored() -> None:
     assert_gramians_close(engine.compute_gramian(kept), autograd_gramian(kept, trainable(model)))
 
 
+def test_stale_forward_with_freed_graph_is_ignored() -> None:
+    """Records of a graph already freed by a backward pass (but still alive) are skipped."""
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear = nn.Linear(5, 3)
+            self.scale = nn.Parameter(torch.randn(5))  # Generic rule: back-propagates itself.
+
+        def forward(self, x: Tensor) -> Tensor:
+            out: Tensor = self.linear(x * self.scale)
+            return out
+
+    model = Net().to(device=DEVICE, dtype=DTYPE)
+    engine = Engine(model.modules(), batch_dim=0)
+    old = model(randn_(3, 5)).sum(dim=1)
+    old.sum().backward()  # Frees the graph of `old`, which stays alive.
+    x = randn_(3, 5)
+    x[0] = 0.0  # A zero sample: stale zeros must not be mistaken for a reached record.
+    output = model(x).sum(dim=1)
+    assert_gramians_close(
+        engine.compute_gramian(output), autograd_gramian(output, trainable(model))
+    )
+    assert len(engine._log.live_calls()) == 4  # Two calls (Net, Linear) per forward pass.
+
+
 def test_no_state_grows() -> None:
     model = mlp()
     engine = Engine(model.modules(), batch_dim=0)

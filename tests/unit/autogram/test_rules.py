@@ -112,3 +112,39 @@ def test_linear_gramian_forms(n_rows: int, n_slots: int, n_positions: int, d: in
     assert_gramians_close(linear_gramian(a, g), jacobian @ jacobian.T)
     sums = g.sum(dim=2).reshape(n_rows * n_slots, -1)
     assert_gramians_close(sum_gramian(g), sums @ sums.T)
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("mode", ["self", "cross", "eval-dropout", "unbatched"])
+@pytest.mark.parametrize("batch_dim", [0, None])
+def test_attention_rule(batch_first: bool, bias: bool, mode: str, batch_dim: int | None) -> None:
+    """The rebuilt attention (no dropout active, no mask) agrees with autograd."""
+    dropout = 0.3 if mode == "eval-dropout" else 0.0
+    module = nn.MultiheadAttention(6, 2, dropout=dropout, bias=bias, batch_first=batch_first)
+    module = module.to(device=DEVICE, dtype=DTYPE)
+    if mode == "eval-dropout":
+        module.eval()
+    assert not isinstance(rule_for(module), GenericRule)
+    engine = Engine(module, batch_dim=batch_dim if mode != "unbatched" else None)
+    shape = (3, 4, 6) if batch_first else (4, 3, 6)
+    query = randn_(*shape) if mode != "unbatched" else randn_(4, 6)
+    source = randn_(*shape[:-1], 6) if mode == "cross" else query
+    out, _ = module(query, source, source, need_weights=mode == "self")
+    output = torch.tanh(out).sum(dim=-1)
+    if mode != "unbatched" and not batch_first:
+        output = output.T  # [batch, sequence]
+    gramian = engine.compute_gramian(output)
+    assert_gramians_close(gramian, autograd_gramian(output, trainable(module)))
+
+
+def test_attention_rule_falls_back_for_masks_and_weights() -> None:
+    module = nn.MultiheadAttention(6, 2, batch_first=True).to(device=DEVICE, dtype=DTYPE)
+    engine = Engine(module, batch_dim=0)
+    x = randn_(3, 4, 6)
+    padding = torch.tensor([[False] * 4, [False, False, True, True], [False] * 4], device=DEVICE)
+    out, weights = module(x, x, x, key_padding_mask=padding)
+    assert weights is not None
+    output = torch.tanh(out).sum(dim=(1, 2)) + weights.sum(dim=(1, 2)) ** 2
+    gramian = engine.compute_gramian(output)
+    assert_gramians_close(gramian, autograd_gramian(output, trainable(module)))
