@@ -44,6 +44,8 @@ MODULES: list[tuple[Callable[[], nn.Module], Callable[[int], Tensor]]] = [
     (lambda: nn.Conv3d(2, 2, 3, padding="same", bias=False), lambda b: torch.randn(b, 2, 3, 4, 3)),
     (lambda: nn.Embedding(7, 3, padding_idx=2), lambda b: torch.randint(0, 7, (b, 5))),
     (lambda: nn.Embedding(7, 3, max_norm=1.0), lambda b: torch.randint(0, 7, (b, 5))),
+    (lambda: nn.Embedding(50, 3, padding_idx=0), lambda b: torch.randint(0, 50, (b, 2, 3))),
+    (lambda: nn.Embedding(9, 3), lambda b: torch.randint(0, 3, (b, 2))),
     (lambda: nn.LayerNorm((2, 3)), lambda b: torch.randn(b, 4, 2, 3)),
     (lambda: nn.LayerNorm(3, bias=False), lambda b: torch.randn(b, 3)),
     (lambda: nn.GroupNorm(2, 4), lambda b: torch.randn(b, 4, 3, 2)),
