@@ -94,10 +94,25 @@ class Engine:
     its outputs are dropped, and a record whose graph does not reach the differentiated tensor
     is ignored.
 
-    Where a tensor of a position-wise module (``Linear``, ``Embedding``, norms, generic modules)
-    has several dimensions of the batch size, the engine takes ``batch_dim`` as its batch
-    dimension; modules with a layout attribute (``batch_first`` of RNNs, attention and
-    transformer layers) are read accordingly.
+    With a ``batch_dim``, the batch dimension of the tensors of each hooked module is found by
+    its size: a module's layout fixes it where it can (``batch_first`` of RNNs, attention and
+    transformer layers; dimension 0 of convolutions and ``GroupNorm``); elsewhere it is the only
+    dimension of the batch size, or ``batch_dim`` when several have that size (a ``ValueError``
+    is raised if none of them is ``batch_dim``, or if a tensor has no dimension of that size).
+    Every part of the model between the hooked modules and ``output`` must keep the samples
+    apart (no statistics over the batch): this cannot be checked and is the caller's promise.
+
+    Costs: ``Linear`` and convolutions use, per layer, the cheaper of the "ghost" form
+    ``(A Aᵀ) ⊙ (Γ Γᵀ)`` and materialised per-sample gradients; ``Embedding`` joins samples on
+    shared tokens; ``MultiheadAttention`` rebuilds its (deterministic) attention from the
+    recorded inputs when no dropout is active and no mask is given. Modules without a
+    closed-form rule (RNNs, ``ConvTranspose``, ``InstanceNorm``, custom modules, free
+    parameters) are back-propagated once per objective, which is exact but slower: wrapping a
+    free parameter into a small module of its own keeps that work small.
+
+    Limitations: a use of a differentiated parameter is seen only inside the forward pass of a
+    given module; a parameter used outside of every given module's forward (in the loss, say),
+    or read directly by a parent module that also calls the child that owns it, is missed.
 
     For a linear model ``o_i = w · x_i``, the gradient of ``o_i`` is ``x_i``, so ``G = X Xᵀ``:
 

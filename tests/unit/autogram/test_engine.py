@@ -181,6 +181,10 @@ def test_ambiguous_batch_dimension_is_refused() -> None:
     )
     with pytest.raises(ValueError, match=re.escape(message)):
         engine.compute_gramian(output)
+    # The failed call left nothing behind: the engine works for an unambiguous output.
+    output = model(randn_(3, 4, 5)).permute(2, 0, 1)
+    expected = autograd_gramian(output, trainable(model))
+    assert_gramians_close(engine.compute_gramian(output), expected)
 
 
 def test_no_grad_filled_and_graph_kept() -> None:
