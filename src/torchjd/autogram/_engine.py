@@ -200,13 +200,34 @@ class Engine:
         shape = tuple(output.shape)
         batching, grad_outputs, n_rows = self._plan(output)
         gramian = output.new_zeros(n_rows, n_rows)
-        calls = self._log.live_calls()
-        if calls and output.requires_grad and output.numel() > 0:
+        if output.requires_grad and output.numel() > 0:
             # The rules read recorded tensors that require grad: the Gramian itself is a
             # constant (no graph of its own, like the weights computed from it).
             with torch.no_grad():
-                self._accumulate(gramian, output, grad_outputs, calls, batching)
+                n_reached = self._accumulate(
+                    gramian, output, grad_outputs, self._log.live_calls(), batching
+                )
+            if n_reached == 0:
+                self._check_independent(output)
         return _generalize(gramian, shape, self._batch_dim)
+
+    def _check_independent(self, output: Tensor) -> None:
+        """Raise if ``output`` depends on the parameters though no hooked call was recorded.
+
+        This happens when the forward pass ran before the engine was created (or with the hooks
+        removed): a zero Gramian would then be silently wrong. One ordinary backward pass, only
+        in this unusual case, tells the two apart.
+        """
+        params = [p for p in self._params.values() if p.requires_grad]
+        if not params:
+            return
+        grads = torch.autograd.grad(output.sum(), params, retain_graph=True, allow_unused=True)
+        if any(g is not None for g in grads):
+            raise ValueError(
+                "Parameter `output` depends on the parameters of the engine's modules, but none "
+                "of their calls was recorded: the forward pass ran before the Engine was created "
+                "(or after it was closed). Create the Engine before the forward pass."
+            )
 
     def _plan(self, output: Tensor) -> tuple[Batching, Tensor, int]:
         """The sample structure and the objective rows to back-propagate: ``[rows, *shape]``."""
@@ -236,7 +257,10 @@ class Engine:
         grad_outputs: Tensor,
         calls: list[Call],
         batching: Batching,
-    ) -> None:
+    ) -> int:
+        """Add the Gramian of ``output`` to ``gramian``; return the number of calls reached."""
+        if not calls:
+            return 0
         edges = [edge for call in calls for edge in call.output_edges]
         single_row = grad_outputs.shape[0] == 1
         token = object()
@@ -284,6 +308,7 @@ class Engine:
                     shared[id(param)] = flat if previous is None else previous + flat
         for flat in shared.values():
             gramian.addmm_(flat, flat.T)
+        return len(reached)
 
 
 def _generalize(gramian: Tensor, shape: tuple[int, ...], batch_dim: int | None) -> Tensor:

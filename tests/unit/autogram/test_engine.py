@@ -209,6 +209,23 @@ def test_detached_or_constant_output_has_zero_gramian() -> None:
     )
 
 
+def test_forward_before_engine_creation_is_refused() -> None:
+    model = mlp()
+    output = model(randn_(3, 5)).sum(dim=1)
+    engine = Engine(model, batch_dim=0)
+    message = (
+        "Parameter `output` depends on the parameters of the engine's modules, but none of "
+        "their calls was recorded: the forward pass ran before the Engine was created"
+    )
+    with pytest.raises(ValueError, match=re.escape(message)):
+        engine.compute_gramian(output)
+    # An output that does not depend on the parameters has a zero Gramian.
+    x = randn_(3).requires_grad_()
+    assert torch.equal(
+        engine.compute_gramian(x * 2.0), torch.zeros(3, 3, device=DEVICE, dtype=DTYPE)
+    )
+
+
 def test_input_modified_in_place_is_refused() -> None:
     model = mlp()
     engine = Engine(model, batch_dim=0)
