@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.function import FunctionCtx
 from torch.autograd.graph import get_gradient_edge
-from torch.utils._pytree import tree_flatten, tree_unflatten
+from torch.utils._pytree import TreeSpec, tree_flatten, tree_unflatten
 
 from ._call import Call, Frame, Rule
 
@@ -64,10 +64,17 @@ class _InputCut(torch.autograd.Function):
         return (None, *grads)
 
 
-def _grad_leaves(tree: object) -> tuple[list[object], list[int]]:
-    leaves, _ = tree_flatten(tree)
+def _split(tree: object) -> tuple[list[object], TreeSpec | None, list[int]]:
+    """The leaves of a pytree, its spec (``None`` for a lone tensor) and the grad leaves."""
+    if isinstance(tree, Tensor):  # The common case, without the cost of a pytree.
+        return [tree], None, [0] if tree.requires_grad else []
+    leaves, spec = tree_flatten(tree)
     indices = [i for i, x in enumerate(leaves) if isinstance(x, Tensor) and x.requires_grad]
-    return leaves, indices
+    return leaves, spec, indices
+
+
+def _join(leaves: list[object], spec: TreeSpec | None) -> object:
+    return leaves[0] if spec is None else tree_unflatten(leaves, spec)
 
 
 class CallLog:
@@ -115,7 +122,12 @@ class ModuleHooks:
         self.log.stack.append(frame)
         if not (self.rule.needs_input_cut and torch.is_grad_enabled()):
             return None
-        leaves, indices = _grad_leaves((args, kwargs))
+        if not kwargs and all(isinstance(a, Tensor) for a in args):
+            leaves: list[object] = list(args)
+            spec = None
+            indices = [i for i, a in enumerate(args) if cast(Tensor, a).requires_grad]
+        else:
+            leaves, spec, indices = _split((args, kwargs))
         if not indices:
             return None
         cut: tuple[Tensor, ...] = _InputCut.apply(  # type: ignore[no-untyped-call]
@@ -123,7 +135,8 @@ class ModuleHooks:
         )
         for i, tensor in zip(indices, cut, strict=True):
             leaves[i] = tensor
-        _, spec = tree_flatten((args, kwargs))
+        if spec is None:
+            return tuple(leaves), kwargs
         new_args, new_kwargs = tree_unflatten(leaves, spec)
         return tuple(new_args), dict(new_kwargs)
 
@@ -149,7 +162,7 @@ class ModuleHooks:
         params = tuple(p for p in self.params if p.requires_grad and id(p) not in frame.covered)
         if not params:
             return None
-        leaves, indices = _grad_leaves(output)
+        leaves, spec, indices = _split(output)
         if not indices:
             return None
         outputs = [cast(Tensor, leaves[i]) for i in indices]
@@ -167,5 +180,4 @@ class ModuleHooks:
         for i, tensor in zip(indices, anchored, strict=True):
             leaves[i] = tensor
         self.log.add(call)
-        _, spec = tree_flatten(output)
-        return tree_unflatten(leaves, spec)
+        return _join(leaves, spec)
