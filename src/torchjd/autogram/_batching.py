@@ -38,6 +38,7 @@ class Batching:
         *,
         known: int | None = None,
         n_feature_dims: int = 0,
+        enclosing_batch_first: bool | None = None,
     ) -> int | None:
         """Return the batch dimension of a tensor, or ``None`` if the tensor is one sample.
 
@@ -47,6 +48,9 @@ class Batching:
             known: The batch dimension imposed by the module's layout (``batch_first`` and the
                 like), if any.
             n_feature_dims: The number of trailing dimensions that are features, never batch.
+            enclosing_batch_first: The ``batch_first`` of the nearest enclosing module that has
+                one (a transformer layer, say), if any: for tensors of one sequence dimension,
+                it decides between dimensions 0 and 1 when both have the batch size.
         """
         if self.size is None or self.size == 1:
             # Without per-sample structure, or with a single sample, the whole tensor belongs to
@@ -60,8 +64,11 @@ class Batching:
             candidates: list[int] = []
         else:
             candidates = [d for d in range(len(shape) - n_feature_dims) if shape[d] == size]
-            if self.preferred_dim in candidates:
-                return self.preferred_dim
+            preferred = self.preferred_dim
+            if enclosing_batch_first is not None and len(shape) - n_feature_dims == 2:
+                preferred = 0 if enclosing_batch_first else 1
+            if preferred in candidates:
+                return preferred
             if len(candidates) == 1:
                 return candidates[0]
         where = f"{type(module).__name__} module"

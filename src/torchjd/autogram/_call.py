@@ -43,6 +43,8 @@ class Call:
             before any later in-place operation.
         outputs_shapes: The shapes of those outputs.
         options: What else the rule noted about the call (see :meth:`Rule.options`).
+        enclosing_batch_first: The ``batch_first`` attribute of the nearest enclosing call's
+            module that has one (e.g. the transformer layer around a Linear), if any.
     """
 
     module: nn.Module
@@ -53,6 +55,7 @@ class Call:
     output_edges: tuple[GradientEdge, ...]
     output_shapes: tuple[torch.Size, ...]
     options: dict[str, object] = field(default_factory=dict)
+    enclosing_batch_first: bool | None = None
     input_versions: tuple[int, ...] = field(init=False)
     #: The Gramian pass that last back-propagated through the call's outputs, and which
     #: outputs received a gradient in it (set by the anchor node's backward).

@@ -97,8 +97,10 @@ class Engine:
     With a ``batch_dim``, the batch dimension of the tensors of each hooked module is found by
     its size: a module's layout fixes it where it can (``batch_first`` of RNNs, attention and
     transformer layers; dimension 0 of convolutions and ``GroupNorm``); elsewhere it is the only
-    dimension of the batch size, or ``batch_dim`` when several have that size (a ``ValueError``
-    is raised if none of them is ``batch_dim``, or if a tensor has no dimension of that size).
+    dimension of the batch size. When several have that size, the ``batch_first`` attribute of
+    the nearest enclosing module that has one decides for ``[sequence, batch, ...]`` tensors
+    (so a model may declare ``self.batch_first``), else ``batch_dim`` does; a ``ValueError`` is
+    raised if none of them applies, or if a tensor has no dimension of the batch size.
     Every part of the model between the hooked modules and ``output`` must keep the samples
     apart (no statistics over the batch): this cannot be checked and is the caller's promise.
 

@@ -81,7 +81,15 @@ class GenericRule(Rule):
         ):
             if grad is None:
                 continue
-            sample_dim = batching.sample_dim(shape, call.module, known=dim)
+            layout = call.enclosing_batch_first
+            sample_dim = batching.sample_dim(
+                shape,
+                call.module,
+                known=dim,
+                # In a [sequence, batch, feature] layout, the last dimension is never the batch.
+                n_feature_dims=1 if layout is not None and len(shape) == 3 else 0,
+                enclosing_batch_first=layout,
+            )
             outputs.append(edge)
             grad_outputs.append(per_sample(grad, sample_dim, batching))
             rows = grad.shape[0]

@@ -175,6 +175,14 @@ class ModuleHooks:
             output_edges=tuple(get_gradient_edge(t) for t in outputs),
             output_shapes=tuple(t.shape for t in outputs),
             options=self.rule.options(module, args, kwargs),
+            enclosing_batch_first=next(
+                (
+                    layout
+                    for f in reversed(stack)
+                    if isinstance(layout := getattr(f.module, "batch_first", None), bool)
+                ),
+                None,
+            ),
         )
         anchored: tuple[Tensor, ...] = _OutputAnchor.apply(call, *outputs)  # type: ignore[no-untyped-call]
         for i, tensor in zip(indices, anchored, strict=True):

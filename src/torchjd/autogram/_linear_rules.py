@@ -77,7 +77,12 @@ class LinearRule(Rule):
         """Inputs ``[S, N, d]`` and output gradients ``[R, S, N, p]`` with a sample axis."""
         grad = only_grad(grads)
         (x,) = call.inputs
-        dim = batching.sample_dim(x.shape, module, n_feature_dims=1)
+        dim = batching.sample_dim(
+            x.shape,
+            module,
+            n_feature_dims=1,
+            enclosing_batch_first=call.enclosing_batch_first,
+        )
         rows, slots = grad.shape[0], batching.n_slots
         xs = batching.front(x, dim).reshape(slots, -1, module.in_features).to(grad.dtype)
         gs = batching.front_grad(grad, dim).reshape(rows, slots, -1, module.out_features)
@@ -174,7 +179,9 @@ class EmbeddingRule(Rule):
         """Indices ``[S, N]`` and output gradients ``[R, S, N, p]`` (zero at padding)."""
         grad = only_grad(grads)
         (indices,) = call.inputs
-        dim = batching.sample_dim(indices.shape, module)
+        dim = batching.sample_dim(
+            indices.shape, module, enclosing_batch_first=call.enclosing_batch_first
+        )
         rows, slots = grad.shape[0], batching.n_slots
         index = batching.front(indices, dim).reshape(slots, -1)
         gs = batching.front_grad(grad, dim).reshape(rows, slots, -1, module.embedding_dim)
@@ -225,7 +232,12 @@ class AffineNormRule(Rule):
             else:  # RMSNorm (torch >= 2.4; not named, to type-check on older versions)
                 shape = tuple(getattr(module, "normalized_shape"))  # noqa: B009
                 normalized = F.rms_norm(x, shape, eps=getattr(module, "eps"))  # noqa: B009
-            dim = batching.sample_dim(x.shape, module, n_feature_dims=len(shape))
+            dim = batching.sample_dim(
+                x.shape,
+                module,
+                n_feature_dims=len(shape),
+                enclosing_batch_first=call.enclosing_batch_first,
+            )
             size = math.prod(shape)
             xs = batching.front(normalized, dim).reshape(slots, -1, size)
             gs = batching.front_grad(grad, dim).reshape(rows, slots, -1, size)

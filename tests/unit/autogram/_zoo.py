@@ -145,6 +145,8 @@ class Recurrent(nn.Module):
 class Transformer(nn.Module):
     def __init__(self, batch_first: bool, dropout: float = 0.2) -> None:
         super().__init__()
+        # Declares the layout of the model's own tensors (the token indices) to the engine.
+        self.batch_first = batch_first
         self.embedding = nn.Embedding(11, 8)
         self.layer = nn.TransformerEncoderLayer(8, 2, 16, dropout=dropout, batch_first=batch_first)
         self.decoder = nn.TransformerDecoderLayer(
@@ -280,6 +282,13 @@ CASES = [
         lambda b: tokens_(3, b),
         lambda m, x: per_token(m, x).sum(dim=2),
         (1, None),
+    ),
+    Case(
+        "transformer-sequence-first-pooled",
+        lambda: Transformer(batch_first=False),
+        lambda b: tokens_(3, b),
+        lambda m, x: per_token(m, x).sum(dim=(0, 2)),
+        (0, None),
     ),
     Case(
         "transformer-no-dropout-batch-first",
