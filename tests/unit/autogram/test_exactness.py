@@ -73,3 +73,16 @@ def test_module_called_from_outside_its_parent() -> None:
     assert_gramians_close(
         engine.compute_gramian(output), autograd_gramian(output, trainable(model))
     )
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_instance_norm_with_running_stats(training: bool) -> None:
+    """InstanceNorm keeps the samples apart (its running statistics are not in the graph)."""
+    model = nn.Sequential(
+        nn.Conv1d(2, 3, 2), nn.InstanceNorm1d(3, affine=True, track_running_stats=True)
+    ).to(device=DEVICE, dtype=DTYPE)
+    model.train(training)
+    engine = Engine(model.modules(), batch_dim=0)
+    output = model(torch.randn(3, 2, 5, device=DEVICE, dtype=DTYPE)).sum(dim=2)
+    expected = autograd_gramian(output, trainable(model))
+    assert_gramians_close(engine.compute_gramian(output), expected)
