@@ -14,39 +14,10 @@ from torch.utils.hooks import RemovableHandle
 
 from ._batching import Batching
 from ._call import Call
+from ._gramian_shape import generalize
 from ._hooks import CURRENT_PASS, CallLog, ModuleHooks
+from ._modules import SAMPLE_MIXING_TYPES, collect_modules
 from ._registry import rule_for
-
-_SAMPLE_MIXING_TYPES: tuple[type[nn.Module], ...] = (
-    nn.BatchNorm1d,
-    nn.BatchNorm2d,
-    nn.BatchNorm3d,
-    nn.LazyBatchNorm1d,
-    nn.LazyBatchNorm2d,
-    nn.LazyBatchNorm3d,
-    nn.SyncBatchNorm,
-)
-
-
-def _collect_modules(modules: tuple[nn.Module | Iterable[nn.Module], ...]) -> list[nn.Module]:
-    """Flatten the ``modules`` arguments and add every submodule, each module once, in order."""
-    found: dict[int, nn.Module] = {}
-    for position, item in enumerate(modules):
-        roots: Iterable[object] = [item] if isinstance(item, nn.Module) else item
-        if not isinstance(roots, Iterable):
-            raise TypeError(
-                "Parameter `modules` should be modules or iterables of modules. Found type "
-                f"{type(item).__name__} at position {position}."
-            )
-        for root in roots:
-            if not isinstance(root, nn.Module):
-                raise TypeError(
-                    "Parameter `modules` should be modules or iterables of modules. Found an "
-                    f"element of type {type(root).__name__} at position {position}."
-                )
-            for module in root.modules():
-                found.setdefault(id(module), module)
-    return list(found.values())
 
 
 def _remove(handles: list[RemovableHandle]) -> None:
@@ -136,10 +107,10 @@ class Engine:
                 f"Parameter `batch_dim` should be an int or None. Found type "
                 f"{type(batch_dim).__name__}."
             )
-        all_modules = _collect_modules(modules)
+        all_modules = collect_modules(modules)
         if batch_dim is not None:
             for module in all_modules:
-                if isinstance(module, _SAMPLE_MIXING_TYPES):
+                if isinstance(module, SAMPLE_MIXING_TYPES):
                     raise ValueError(
                         f"Parameter `batch_dim` is {batch_dim}, but the modules include a "
                         f"{type(module).__name__}: batch normalization mixes the samples of a "
@@ -211,7 +182,7 @@ class Engine:
                 )
             if n_reached == 0:
                 self._check_independent(output)
-        return _generalize(gramian, shape, self._batch_dim)
+        return generalize(gramian, shape, self._batch_dim)
 
     def _check_independent(self, output: Tensor) -> None:
         """Raise if ``output`` depends on the parameters though no hooked call was recorded.
@@ -311,22 +282,3 @@ class Engine:
         for flat in shared.values():
             gramian.addmm_(flat, flat.T)
         return len(reached)
-
-
-def _generalize(gramian: Tensor, shape: tuple[int, ...], batch_dim: int | None) -> Tensor:
-    """Reshape the ``[M, M]`` Gramian of the objective rows into ``[m1..mk, mk..m1]``.
-
-    Rows are ordered like ``output.reshape(-1)`` without ``batch_dim``, and with the batch index
-    last (after the other dimensions, row-major) with it.
-    """
-    k = len(shape)
-    if batch_dim is None:
-        order = list(range(k))
-    else:
-        dim = batch_dim % k
-        order = [d for d in range(k) if d != dim] + [dim]
-    ordered = [shape[d] for d in order]
-    full = gramian.reshape([*ordered, *ordered])
-    position = [order.index(d) for d in range(k)]
-    permutation = position + [k + position[d] for d in reversed(range(k))]
-    return full.permute(permutation)

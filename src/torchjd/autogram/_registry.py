@@ -7,8 +7,9 @@ from torch import nn
 from ._attention_rule import AttentionRule
 from ._call import Rule
 from ._conv_rule import ConvRule
+from ._embedding_rule import EmbeddingRule
 from ._generic_rule import GenericRule
-from ._linear_rules import _NORM_TYPES, AffineNormRule, EmbeddingRule, LinearRule
+from ._linear_rules import _NORM_TYPES, AffineNormRule, LinearRule
 
 GENERIC_RULE = GenericRule()
 
