@@ -36,16 +36,17 @@ class Engine:
     hooks record each module call (its inputs and a handle on its outputs); one backward pass,
     from ``output`` to the recorded module outputs (no parameter gradient is computed), gives the
     output gradients; closed-form rules (``Linear``, ``Conv1d/2d/3d``, ``Embedding``,
-    ``LayerNorm``, ``GroupNorm``, ``RMSNorm``) or, for any other module, a back-propagation
+    ``LayerNorm``, ``GroupNorm``, ``RMSNorm``, ``MultiheadAttention``) or, for any other
+    module, a back-propagation
     through the call's own recorded graph, turn them into per-objective parameter gradients.
-    Every use of a parameter counts (tied weights, a module called several times, a parameter
-    of a module used by its parent): the contributions of all uses are summed before taking
-    products. No forward pass is ever run again, so dropout and other randomness are fine.
+    Every use of a parameter counts (tied weights, a module called several times, one
+    parameter shared by two modules, a child's parameter read by a parent that does not call
+    the child): the contributions of all uses are summed before taking products. No forward pass is ever run again, so dropout and other randomness are fine.
 
-    The typical use, as in the example below, is Gramian-based Jacobian descent: compute the
-    Gramian, turn it into weights with a weighting, and back-propagate the weighted losses. It
-    is equivalent to a step of Jacobian descent with the matching aggregator, without forming
-    the Jacobian.
+    The typical use is Gramian-based Jacobian descent: compute the Gramian of the losses, turn
+    it into weights with a weighting (``UPGradWeighting()``, say), and call
+    ``losses.backward(weights)``. This is a step of Jacobian descent with the matching
+    aggregator (``UPGrad()``), without ever forming the Jacobian.
 
     Args:
         modules: The modules whose parameters (and whose submodules' parameters) are
