@@ -41,7 +41,8 @@ class Engine:
     through the call's own recorded graph, turn them into per-objective parameter gradients.
     Every use of a parameter counts (tied weights, a module called several times, one
     parameter shared by two modules, a child's parameter read by a parent that does not call
-    the child): the contributions of all uses are summed before taking products. No forward pass is ever run again, so dropout and other randomness are fine.
+    the child): the contributions of all uses are summed before taking products. No forward
+    pass is ever run again, so dropout and other randomness are fine.
 
     The typical use is Gramian-based Jacobian descent: compute the Gramian of the losses, turn
     it into weights with a weighting (``UPGradWeighting()``, say), and call
