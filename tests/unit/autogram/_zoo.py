@@ -173,6 +173,27 @@ class ConvTwice(nn.Module):
         return out
 
 
+class ResidualInPlace(nn.Module):
+    """A ResNet-like block with in-place ReLUs and an in-place residual addition."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 3, 3, padding=1, bias=False)
+        self.norm1 = nn.GroupNorm(1, 3)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(3, 3, 3, padding=1, bias=False)
+        self.norm2 = nn.GroupNorm(3, 3)
+        self.head = nn.Linear(3 * 4 * 4, 2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.relu(self.norm1(self.conv1(x)))
+        out = self.norm2(self.conv2(out))
+        out += x
+        out = self.relu(out)
+        result: Tensor = self.head(out.flatten(start_dim=1))
+        return result
+
+
 def cnn() -> nn.Module:
     return nn.Sequential(
         nn.Conv2d(2, 4, 3, padding=1, stride=2),
@@ -260,6 +281,7 @@ CASES = [
     Case("mlp-0d", mlp, lambda b: x_(b, 5), total, (None,)),
     Case("mlp-3d", mlp, lambda b: x_(b, 2, 5), per_token, (0, None)),
     Case("cnn-groupnorm", cnn, lambda b: x_(b, 2, 9, 9), per_token, (0, None)),
+    Case("residual-in-place", ResidualInPlace, lambda b: x_(b, 3, 4, 4), per_token, (0, None)),
     Case("conv-twice", ConvTwice, lambda b: x_(b, 2, 4, 4), per_token, (0, None)),
     Case("conv1d-conv3d-convtranspose", convs, lambda b: x_(b, 3, 6), summed, (0, None)),
     Case("norms", norms, lambda b: x_(b, 3, 4), per_token, (0, None)),
