@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from torch import Tensor, nn
+
+#: Given a call, the index of one of its outputs and the candidate batch dimensions of that
+#: output, returns the one that holds the samples, or ``None`` if that cannot be told.
+Resolver = Callable[[object, int, list[int]], "int | None"]
 
 
 @dataclass(frozen=True)
@@ -19,12 +23,15 @@ class Batching:
     Attributes:
         size: The batch size ``B`` (the size of the output's ``batch_dim``), or ``None`` when the
             engine was built with ``batch_dim=None``.
-        preferred_dim: The engine's ``batch_dim`` (normalised), tried first when a tensor has
-            several dimensions of size ``B``.
+        preferred_dim: The engine's ``batch_dim`` (normalised), taken when a tensor has several
+            dimensions of size ``B`` and no ``resolver`` is given.
+        resolver: Tells, by probing the graph, which of several dimensions of size ``B`` of a
+            call's output holds the samples.
     """
 
     size: int | None
     preferred_dim: int
+    resolver: Resolver | None = None
 
     @property
     def n_slots(self) -> int:
@@ -39,6 +46,8 @@ class Batching:
         known: int | None = None,
         n_feature_dims: int = 0,
         enclosing_batch_first: bool | None = None,
+        call: object = None,
+        output_index: int = 0,
     ) -> int | None:
         """Return the batch dimension of a tensor, or ``None`` if the tensor is one sample.
 
@@ -51,6 +60,9 @@ class Batching:
             enclosing_batch_first: The ``batch_first`` of the nearest enclosing module that has
                 one (a transformer layer, say), if any: for tensors of one sequence dimension,
                 it decides between dimensions 0 and 1 when both have the batch size.
+            call: The call whose output ``output_index`` has the same leading dimensions as the
+                tensor: with a ``resolver``, it settles the remaining ambiguities.
+            output_index: See ``call``.
         """
         if self.size is None or self.size == 1:
             # Without per-sample structure, or with a single sample, the whole tensor belongs to
@@ -58,34 +70,40 @@ class Batching:
             return None
         size = self.size
         shape = tuple(shape)
+        where = f"{type(module).__name__} module"
         if known is not None:
             if known < len(shape) and shape[known] == size:
                 return known
-            candidates: list[int] = []
-        else:
-            candidates = [d for d in range(len(shape) - n_feature_dims) if shape[d] == size]
-            preferred = self.preferred_dim
-            if enclosing_batch_first is not None and len(shape) - n_feature_dims == 2:
-                preferred = 0 if enclosing_batch_first else 1
-            if preferred in candidates:
-                return preferred
-            if len(candidates) == 1:
-                return candidates[0]
-        where = f"{type(module).__name__} module"
-        if len(candidates) > 1:
-            raise ValueError(
-                f"A tensor of shape {list(shape)} of a {where} has several dimensions of size "
-                f"{size} (the size of the output's batch dimension) and none of them is "
-                f"dimension {self.preferred_dim} (`batch_dim`), so its samples cannot be told "
-                "apart. Use a batch size that differs from the other dimensions, or "
-                "`batch_dim=None`."
-            )
-        expected = "" if known is None else f" along dimension {known}"
+            raise self._not_batched(shape, where, f" along dimension {known}")
+        candidates = [d for d in range(len(shape) - n_feature_dims) if shape[d] == size]
+        if not candidates:
+            raise self._not_batched(shape, where, "")
+        if len(candidates) == 1:
+            return candidates[0]
+        if enclosing_batch_first is not None and len(shape) - n_feature_dims == 2:
+            hinted = 0 if enclosing_batch_first else 1
+            if hinted in candidates:
+                return hinted
+        if self.resolver is not None and call is not None:
+            resolved = self.resolver(call, output_index, candidates)
+            if resolved is not None:
+                return resolved
+        elif self.preferred_dim in candidates:
+            return self.preferred_dim
         raise ValueError(
+            f"A tensor of shape {list(shape)} of a {where} has several dimensions of size {size} "
+            "(the size of the output's batch dimension), and which of them holds the samples "
+            "could not be determined. Give the enclosing module a `batch_first` attribute, use a "
+            "batch size that differs from the other dimensions, or use `batch_dim=None`."
+        )
+
+    def _not_batched(self, shape: tuple[int, ...], where: str, expected: str) -> ValueError:
+        return ValueError(
             f"A tensor of shape {list(shape)} of a {where} is not batched{expected}: with "
             f"`batch_dim` set, every tensor that a hooked module receives or returns must hold "
-            f"the {size} samples of the output's batch dimension along one of its dimensions, "
-            "each sample processed independently. Use `batch_dim=None` for other models."
+            f"the {self.size} samples of the output's batch dimension along one of its "
+            "dimensions, each sample processed independently. Use `batch_dim=None` for other "
+            "models."
         )
 
     def front(self, tensor: Tensor, dim: int | None) -> Tensor:

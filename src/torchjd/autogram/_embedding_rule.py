@@ -101,7 +101,7 @@ class EmbeddingRule(Rule):
         grad = only_grad(grads)
         (indices,) = call.inputs
         dim = batching.sample_dim(
-            indices.shape, module, enclosing_batch_first=call.enclosing_batch_first
+            indices.shape, module, enclosing_batch_first=call.enclosing_batch_first, call=call
         )
         rows, slots = grad.shape[0], batching.n_slots
         index = batching.front(indices, dim).reshape(slots, -1)

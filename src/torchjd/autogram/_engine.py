@@ -6,6 +6,7 @@ import math
 import weakref
 from collections import Counter
 from collections.abc import Iterable
+from dataclasses import replace
 from types import TracebackType
 
 import torch
@@ -72,8 +73,10 @@ class Engine:
     transformer layers; dimension 0 of convolutions and ``GroupNorm``); elsewhere it is the only
     dimension of the batch size. When several have that size, the ``batch_first`` attribute of
     the nearest enclosing module that has one decides for ``[sequence, batch, ...]`` tensors
-    (so a model may declare ``self.batch_first``), else ``batch_dim`` does; a ``ValueError`` is
-    raised if none of them applies, or if a tensor has no dimension of the batch size.
+    (so a model may declare ``self.batch_first``); otherwise one more backward pass, of the
+    first and of the last sample alone, shows which dimension holds the samples. A
+    ``ValueError`` is raised if that cannot be told, or if a tensor has no dimension of the
+    batch size.
     Every part of the model between the hooked modules and ``output`` must keep the samples
     apart (no statistics over the batch): this cannot be checked and is the caller's promise.
 
@@ -264,6 +267,8 @@ class Engine:
                 ]
                 reached.append((call, call_grads))
             start = stop
+        if batching.size is not None and batching.size > 1:
+            batching = replace(batching, resolver=_Prober(output, calls, batching).resolve)
         uses = Counter(id(p) for call, _ in reached for p in call.params)
         shared: dict[int, Tensor] = {}
         n_rows = gramian.shape[0]
@@ -284,3 +289,55 @@ class Engine:
         for flat in shared.values():
             gramian.addmm_(flat, flat.T)
         return len(reached)
+
+
+class _Prober:
+    """Tells which of several dimensions of the batch size holds the samples, from the graph.
+
+    It back-propagates the first and the last sample of the output alone (once, when first
+    needed): under the per-sample assumption, the gradient at a call's output is then non-zero
+    only at that sample's index along the true batch dimension. A candidate dimension is kept
+    if both probes vanish outside their own index along it (and one of them does not vanish);
+    the answer is accepted only if exactly one candidate is kept.
+    """
+
+    def __init__(self, output: Tensor, calls: list[Call], batching: Batching) -> None:
+        self._output = output
+        self._calls = calls
+        self._dim = batching.preferred_dim
+        self._size = batching.n_slots
+        self._grads: dict[tuple[int, int], Tensor | None] | None = None
+
+    def _probe(self) -> dict[tuple[int, int], Tensor | None]:
+        edges = [edge for call in self._calls for edge in call.output_edges]
+        rows = torch.zeros(
+            2, *self._output.shape, dtype=self._output.dtype, device=self._output.device
+        )
+        rows[0].select(self._dim, 0).fill_(1.0)
+        rows[1].select(self._dim, self._size - 1).fill_(1.0)
+        grads = torch.autograd.grad(
+            self._output,
+            edges,
+            grad_outputs=rows,
+            retain_graph=True,
+            allow_unused=True,
+            is_grads_batched=True,
+        )
+        keys = [(id(call), i) for call in self._calls for i in range(len(call.output_edges))]
+        return dict(zip(keys, grads, strict=True))
+
+    def resolve(self, call: object, output_index: int, candidates: list[int]) -> int | None:
+        if self._grads is None:
+            self._grads = self._probe()
+        grad = self._grads.get((id(call), output_index))
+        if grad is None:
+            return None
+        kept = []
+        for dim in candidates:
+            front = grad.movedim(dim + 1, 1)  # [2, B, ...]
+            first, last = front[0], front[1]
+            outside = bool(first[1:].any()) or bool(last[:-1].any())
+            inside = bool(first[0].any()) or bool(last[-1].any())
+            if inside and not outside:
+                kept.append(dim)
+        return kept[0] if len(kept) == 1 else None

@@ -76,8 +76,8 @@ class GenericRule(Rule):
         outputs = []
         grad_outputs = []
         rows = 0
-        for edge, shape, dim, grad in zip(
-            call.output_edges, call.output_shapes, known, grads, strict=True
+        for index, (edge, shape, dim, grad) in enumerate(
+            zip(call.output_edges, call.output_shapes, known, grads, strict=True)
         ):
             if grad is None:
                 continue
@@ -89,6 +89,8 @@ class GenericRule(Rule):
                 # In a [sequence, batch, feature] layout, the last dimension is never the batch.
                 n_feature_dims=1 if layout is not None and len(shape) == 3 else 0,
                 enclosing_batch_first=layout,
+                call=call,
+                output_index=index,
             )
             outputs.append(edge)
             grad_outputs.append(per_sample(grad, sample_dim, batching))

@@ -82,6 +82,7 @@ class LinearRule(Rule):
             module,
             n_feature_dims=1,
             enclosing_batch_first=call.enclosing_batch_first,
+            call=call,
         )
         rows, slots = grad.shape[0], batching.n_slots
         xs = batching.front(x, dim).reshape(slots, -1, module.in_features).to(grad.dtype)
@@ -136,6 +137,7 @@ class AffineNormRule(Rule):
                 module,
                 n_feature_dims=len(shape),
                 enclosing_batch_first=call.enclosing_batch_first,
+                call=call,
             )
             size = math.prod(shape)
             xs = batching.front(normalized, dim).reshape(slots, -1, size)

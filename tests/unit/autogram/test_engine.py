@@ -171,18 +171,25 @@ def test_unbatched_module_tensor_is_refused() -> None:
         engine.compute_gramian(output)
 
 
-def test_ambiguous_batch_dimension_is_refused() -> None:
+def test_ambiguous_batch_dimension_is_resolved_or_refused() -> None:
+    """Several dimensions of the batch size: the graph tells which one holds the samples."""
     model = nn.Linear(5, 2).to(device=DEVICE, dtype=DTYPE)
     engine = Engine(model, batch_dim=2)
-    output = model(randn_(3, 3, 5)).permute(2, 0, 1)  # Batch along dimension 1 or 0 of x?
+    output = model(randn_(3, 3, 5)).permute(2, 0, 1)  # Samples along dimension 1 of x.
+    expected = autograd_gramian(output, trainable(model))
+    assert_gramians_close(engine.compute_gramian(output), expected)
+    # Output i reads only position (i, i): both dimensions look like the batch.
+    engine = Engine(model, batch_dim=0)
+    output = torch.diagonal(model(randn_(3, 3, 5)), dim1=0, dim2=1).sum(dim=0)
     message = (
         "A tensor of shape [3, 3, 5] of a Linear module has several dimensions of size 3 (the "
-        "size of the output's batch dimension) and none of them is dimension 2 (`batch_dim`)"
+        "size of the output's batch dimension), and which of them holds the samples could not "
+        "be determined. Give the enclosing module a `batch_first` attribute"
     )
     with pytest.raises(ValueError, match=re.escape(message)):
         engine.compute_gramian(output)
     # The failed call left nothing behind: the engine works for an unambiguous output.
-    output = model(randn_(3, 4, 5)).permute(2, 0, 1)
+    output = model(randn_(3, 4, 5)).sum(dim=(1, 2))
     expected = autograd_gramian(output, trainable(model))
     assert_gramians_close(engine.compute_gramian(output), expected)
 

@@ -86,3 +86,16 @@ def test_instance_norm_with_running_stats(training: bool) -> None:
     output = model(torch.randn(3, 2, 5, device=DEVICE, dtype=DTYPE)).sum(dim=2)
     expected = autograd_gramian(output, trainable(model))
     assert_gramians_close(engine.compute_gramian(output), expected)
+
+
+def test_sequence_first_without_layout_attribute() -> None:
+    """Sequence-first tensors with as many positions as samples, pooled: the graph decides."""
+    model = nn.Sequential(nn.Embedding(11, 4), nn.Tanh(), nn.Linear(4, 3), nn.RMSNorm(3))
+    model = model.to(device=DEVICE, dtype=DTYPE)
+    engine = Engine(model.modules(), batch_dim=0)
+    tokens = torch.randint(0, 11, (3, 3), device=DEVICE)  # [sequence, batch]
+    output = model(tokens).sum(dim=(0, 2))  # [batch]
+    assert isinstance(output, Tensor)
+    assert_gramians_close(
+        engine.compute_gramian(output), autograd_gramian(output, trainable(model))
+    )
