@@ -15,7 +15,7 @@ from torch.utils.hooks import RemovableHandle
 
 from ._batching import Batching
 from ._call import Call
-from ._gramian_shape import generalize
+from ._gramian_shape import generalize, rows_to_output
 from ._hooks import CURRENT_PASS, CallLog, ModuleHooks
 from ._modules import SAMPLE_MIXING_TYPES, collect_modules
 from ._registry import rule_for
@@ -90,7 +90,10 @@ class Engine:
 
     Limitations: a use of a differentiated parameter is seen only inside the forward pass of a
     given module; a parameter used outside of every given module's forward (in the loss, say),
-    or read directly by a parent module that also calls the child that owns it, is missed.
+    or read directly by a parent module that also calls the child that owns it, is missed. So
+    is a dependence between samples outside the given modules. To turn these into errors, the
+    first Gramian is checked against one ordinary backward pass (``vᵀ G v = ‖∇(v · output)‖²``
+    for a random ``v``): a ``ValueError`` names the likely causes.
 
     For a linear model ``o_i = w · x_i``, the gradient of ``o_i`` is ``x_i``, so ``G = X Xᵀ``:
 
@@ -124,6 +127,7 @@ class Engine:
                         "it by GroupNorm, LayerNorm or InstanceNorm, or use `batch_dim=None`."
                     )
         self._batch_dim = batch_dim
+        self._validated = False
         self._log = CallLog()
         self._params = {id(p): p for m in all_modules for p in m.parameters()}
         self._handles: list[RemovableHandle] = []
@@ -187,7 +191,45 @@ class Engine:
                 )
             if n_reached == 0:
                 self._check_independent(output)
+            elif not self._validated:
+                self._validate(output, gramian)
         return generalize(gramian, shape, self._batch_dim)
+
+    def _validate(self, output: Tensor, gramian: Tensor) -> None:
+        """Check, on the first Gramian, that ``vᵀ G v = ‖∇ (v · output)‖²`` for a random ``v``.
+
+        Both are ``‖Σ_i v_i J_i‖²``. A use of a parameter that the hooks did not see, or samples
+        that are not independent although ``batch_dim`` says so, break the equality: one
+        ordinary backward pass, on the first call only, turns these silent errors into a
+        ``ValueError`` (the structure of a model rarely changes from one step to the next).
+        """
+        generator = torch.Generator().manual_seed(0)
+        v = torch.randn(gramian.shape[0], generator=generator, dtype=torch.float64)
+        v = v.to(device=output.device)
+        weights = rows_to_output(v, tuple(output.shape), self._batch_dim)
+        params = [p for p in self._params.values() if p.requires_grad]
+        directional = (output * weights.to(output.dtype)).sum()
+        grads = torch.autograd.grad(directional, params, retain_graph=True, allow_unused=True)
+        expected = sum(
+            (g.double().square().sum() for g in grads if g is not None),
+            start=torch.zeros((), dtype=torch.float64, device=output.device),
+        )
+        g64 = gramian.double()
+        actual = v @ g64 @ v
+        scale = (v.abs() * g64.diagonal().clamp(min=0.0).sqrt()).sum().square()
+        tolerance = 1e3 * torch.finfo(gramian.dtype).eps * scale
+        if bool((actual - expected).abs() > tolerance + torch.finfo(torch.float64).tiny):
+            raise ValueError(
+                "The Gramian does not match the gradients of the output (for a random "
+                f"combination v of its entries, vᵀGv = {actual.item():.6g} but the squared norm "
+                f"of the gradient of v·output is {expected.item():.6g}): a differentiated "
+                "parameter is used outside the forward pass of the given modules (in the loss, "
+                "say, or read by a parent module that also calls its owner), or, with "
+                "`batch_dim`, the samples are not independent (e.g. a BatchNorm outside the "
+                "given modules, or statistics over the batch in the loss). Use "
+                "`batch_dim=None` in the latter case."
+            )
+        self._validated = True
 
     def _check_independent(self, output: Tensor) -> None:
         """Raise if ``output`` depends on the parameters though no hooked call was recorded.

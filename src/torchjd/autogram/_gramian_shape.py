@@ -22,3 +22,12 @@ def generalize(gramian: Tensor, shape: tuple[int, ...], batch_dim: int | None) -
     position = [order.index(d) for d in range(k)]
     permutation = position + [k + position[d] for d in reversed(range(k))]
     return full.permute(permutation)
+
+
+def rows_to_output(values: Tensor, shape: tuple[int, ...], batch_dim: int | None) -> Tensor:
+    """Place one value per objective row (in the order of the Gramian's rows) like ``output``."""
+    if batch_dim is None:
+        return values.reshape(shape)
+    dim = batch_dim % len(shape)
+    rest = shape[:dim] + shape[dim + 1 :]
+    return values.reshape(*rest, shape[dim]).movedim(-1, dim)

@@ -411,3 +411,36 @@ def test_iwmtl_step_matches_upgrad_of_the_flattened_jacobian() -> None:
     assert torch.allclose(
         update, expected, rtol=tolerance, atol=tolerance * expected.abs().max().item()
     )
+
+
+class _ReadsAndCallsChild(nn.Module):
+    """A parent that calls its child and also reads the child's weight directly."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.child = nn.Linear(4, 4)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out: Tensor = self.child(x) @ self.child.weight.T
+        return out
+
+
+@pytest.mark.parametrize(
+    "kind", ["parent-reads-called-child", "parameter-in-the-loss", "batch-statistics-in-the-loss"]
+)
+def test_unseen_uses_are_detected_on_the_first_call(kind: str) -> None:
+    """What the hooks cannot see makes ``1ᵀG1 ≠ ‖∇ Σ output‖²``: an error, not a wrong result."""
+    model: nn.Module = _ReadsAndCallsChild() if kind == "parent-reads-called-child" else mlp()
+    model = model.to(device=DEVICE, dtype=DTYPE)
+    engine = Engine(model.modules(), batch_dim=0)
+    if kind == "parent-reads-called-child":
+        output = model(randn_(3, 4)).sum(dim=1)
+    else:
+        output = model(randn_(3, 5)).sum(dim=1)
+        if kind == "parameter-in-the-loss":
+            output = output + next(model.parameters()).sum()
+        else:
+            output = output - output.mean()
+    message = "The Gramian does not match the gradients of the output"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        engine.compute_gramian(output)
