@@ -7,6 +7,7 @@ from torch import nn
 from ._attention_rule import AttentionRule
 from ._call import Rule
 from ._conv_rule import ConvRule
+from ._conv_transpose_rule import ConvTransposeRule
 from ._embedding_rule import EmbeddingRule
 from ._generic_rule import GenericRule
 from ._linear_rules import _NORM_TYPES, AffineNormRule, LinearRule
@@ -20,6 +21,9 @@ _RULES: dict[type[nn.Module], Rule] = {
     nn.Conv1d: ConvRule(),
     nn.Conv2d: ConvRule(),
     nn.Conv3d: ConvRule(),
+    nn.ConvTranspose1d: ConvTransposeRule(),
+    nn.ConvTranspose2d: ConvTransposeRule(),
+    nn.ConvTranspose3d: ConvTransposeRule(),
     **{kind: AffineNormRule() for kind in _NORM_TYPES},
 }
 

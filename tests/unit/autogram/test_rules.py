@@ -42,6 +42,19 @@ MODULES: list[tuple[Callable[[], nn.Module], Callable[[int], Tensor]]] = [
         lambda b: torch.randn(b, 4, 7, 6),
     ),
     (lambda: nn.Conv3d(2, 2, 3, padding="same", bias=False), lambda b: torch.randn(b, 2, 3, 4, 3)),
+    (lambda: nn.ConvTranspose1d(2, 4, 3, stride=2, padding=1), lambda b: torch.randn(b, 2, 5)),
+    (
+        lambda: nn.ConvTranspose2d(4, 6, (3, 2), stride=(2, 1), groups=2, dilation=(1, 2)),
+        lambda b: torch.randn(b, 4, 3, 4),
+    ),
+    (
+        lambda: nn.ConvTranspose3d(2, 2, 2, stride=2, output_padding=1, bias=False),
+        lambda b: torch.randn(b, 2, 2, 3, 2),
+    ),
+    (  # Output padding beyond the stride: the geometry does not match, generic fallback.
+        lambda: nn.ConvTranspose1d(2, 2, 3, stride=2, dilation=3, output_padding=2),
+        lambda b: torch.randn(b, 2, 4),
+    ),
     (lambda: nn.Embedding(7, 3, padding_idx=2), lambda b: torch.randint(0, 7, (b, 5))),
     (lambda: nn.Embedding(7, 3, max_norm=1.0), lambda b: torch.randint(0, 7, (b, 5))),
     (lambda: nn.Embedding(50, 3, padding_idx=0), lambda b: torch.randint(0, 50, (b, 2, 3))),
