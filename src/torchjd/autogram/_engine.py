@@ -37,8 +37,8 @@ class Engine:
     hooks record each module call (its inputs and a handle on its outputs); one backward pass,
     from ``output`` to the recorded module outputs (no parameter gradient is computed), gives the
     output gradients; closed-form rules (``Linear``, ``Conv1d/2d/3d``, ``ConvTranspose1d/2d/3d``,
-    ``Embedding``, ``LayerNorm``, ``GroupNorm``, ``RMSNorm``, ``MultiheadAttention``) or, for
-    any other module, a back-propagation
+    ``Embedding``, ``LayerNorm``, ``GroupNorm``, ``InstanceNorm*``, ``RMSNorm``,
+    ``MultiheadAttention``) or, for any other module, a back-propagation
     through the call's own recorded graph, turn them into per-objective parameter gradients.
     Every use of a parameter counts (tied weights, a module called several times, one
     parameter shared by two modules, a child's parameter read by a parent that does not call
@@ -84,7 +84,7 @@ class Engine:
     ``(A Aᵀ) ⊙ (Γ Γᵀ)`` and materialised per-sample gradients; ``Embedding`` joins samples on
     shared tokens; ``MultiheadAttention`` rebuilds its (deterministic) attention from the
     recorded inputs when no dropout is active and no mask is given. Modules without a
-    closed-form rule (RNNs, ``InstanceNorm``, custom modules, free
+    closed-form rule (RNNs, custom modules, free
     parameters) are back-propagated once per objective, which is exact but slower: wrapping a
     free parameter into a small module of its own keeps that work small.
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -93,9 +94,9 @@ class LinearRule(Rule):
 class AffineNormRule(Rule):
     """``y = x̂ ⊙ γ + β`` with ``x̂`` recomputed from the input: ``J_γ = Σ g ⊙ x̂``, ``J_β = Σ g``.
 
-    Covers ``LayerNorm``, ``GroupNorm`` and ``RMSNorm`` (where the module's forward is not
-    overridden). The normalisation is recomputed from the recorded input; it is deterministic,
-    so this is not a second run of anything random.
+    Covers ``LayerNorm``, ``GroupNorm``, ``InstanceNorm1d/2d/3d`` and ``RMSNorm`` (where the
+    module's forward is not overridden). The normalisation is recomputed from the recorded
+    input; it is deterministic, so this is not a second run of anything random.
     """
 
     def accepts(self, module: nn.Module) -> bool:
@@ -107,6 +108,17 @@ class AffineNormRule(Rule):
     def inputs(self, args: tuple[object, ...], kwargs: dict[str, object]) -> tuple[Tensor, ...]:
         return first_input(args, kwargs)
 
+    def options(
+        self, module: nn.Module, args: tuple[object, ...], kwargs: dict[str, object]
+    ) -> dict[str, object]:
+        # An InstanceNorm in eval mode with running statistics normalises with them: keep the
+        # values of this call (a later training-mode call updates them in place).
+        if isinstance(module, nn.modules.instancenorm._InstanceNorm):
+            mean, var = module.running_mean, module.running_var
+            if not module.training and mean is not None and var is not None:
+                return {"running_stats": (mean.clone(), var.clone())}
+        return {}
+
     def jacobians(
         self, call: Call, grads: list[Tensor | None], batching: Batching
     ) -> list[tuple[nn.Parameter, Tensor]]:
@@ -117,10 +129,33 @@ class AffineNormRule(Rule):
         x = x.to(grad.dtype)
         weight = getattr(module, "weight", None)
         bias = getattr(module, "bias", None)
-        if isinstance(module, nn.GroupNorm):
-            dim = batching.sample_dim(x.shape, module, known=0)
-            normalized = F.group_norm(x, module.num_groups, eps=module.eps)
-            channels, positions = module.num_channels, math.prod(x.shape[2:])
+        if isinstance(module, (nn.GroupNorm, nn.modules.instancenorm._InstanceNorm)):
+            if isinstance(module, nn.GroupNorm):
+                batched, channels = True, module.num_channels
+                normalized = F.group_norm(x, module.num_groups, eps=module.eps)
+            else:
+                n_spatial = (
+                    1
+                    if isinstance(module, nn.InstanceNorm1d)
+                    else 2
+                    if isinstance(module, nn.InstanceNorm2d)
+                    else 3
+                )
+                batched, channels = x.ndim == n_spatial + 2, module.num_features
+                images = x if batched else x.unsqueeze(0)
+                stats = cast(tuple[Tensor, Tensor] | None, call.options.get("running_stats"))
+                normalized = F.instance_norm(
+                    images,
+                    None if stats is None else stats[0].to(grad.dtype),
+                    None if stats is None else stats[1].to(grad.dtype),
+                    use_input_stats=stats is None,
+                    eps=module.eps,
+                )
+                normalized = normalized if batched else normalized.squeeze(0)
+            dim = batching.sample_dim(x.shape, module, known=0 if batched else x.ndim)
+            if not batched:
+                normalized, grad = normalized.unsqueeze(0), grad.unsqueeze(1)
+            positions = math.prod(normalized.shape[2:])
             xs = batching.front(normalized, dim).reshape(slots, -1, channels, positions)
             gs = batching.front_grad(grad, dim).reshape(rows, slots, -1, channels, positions)
             jac_weight = torch.einsum("rsncl,sncl->rsc", gs, xs)
@@ -148,6 +183,10 @@ class AffineNormRule(Rule):
         return selected(call, *pairs)
 
 
-_NORM_TYPES: tuple[type[nn.Module], ...] = (nn.LayerNorm, nn.GroupNorm) + (
-    (nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()
-)
+_NORM_TYPES: tuple[type[nn.Module], ...] = (
+    nn.LayerNorm,
+    nn.GroupNorm,
+    nn.InstanceNorm1d,
+    nn.InstanceNorm2d,
+    nn.InstanceNorm3d,
+) + ((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ())

@@ -63,6 +63,12 @@ MODULES: list[tuple[Callable[[], nn.Module], Callable[[int], Tensor]]] = [
     (lambda: nn.LayerNorm(3, bias=False), lambda b: torch.randn(b, 3)),
     (lambda: nn.GroupNorm(2, 4), lambda b: torch.randn(b, 4, 3, 2)),
     (lambda: nn.RMSNorm(3), lambda b: torch.randn(b, 2, 3)),
+    (lambda: nn.InstanceNorm1d(3, affine=True), lambda b: torch.randn(b, 3, 4)),
+    (lambda: nn.InstanceNorm2d(2, affine=True), lambda b: torch.randn(b, 2, 3, 3)),
+    (
+        lambda: nn.InstanceNorm3d(2, affine=True, track_running_stats=True).eval(),
+        lambda b: torch.randn(b, 2, 2, 2, 3),
+    ),
 ]
 
 
