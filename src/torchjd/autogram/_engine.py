@@ -307,7 +307,8 @@ class Engine:
                     None if (g is None or not hit) else g.unsqueeze(0) if single_row else g
                     for g, hit in zip(grads[start:stop], call.reached_outputs, strict=True)
                 ]
-                reached.append((call, call_grads))
+                if any(g is not None for g in call_grads):
+                    reached.append((call, call_grads))
             start = stop
         if batching.size is not None and batching.size > 1:
             batching = replace(batching, resolver=_Prober(output, calls, batching).resolve)
