@@ -38,7 +38,8 @@ class Engine:
     from ``output`` to the recorded module outputs (no parameter gradient is computed), gives the
     output gradients; closed-form rules (``Linear``, ``Conv1d/2d/3d``, ``ConvTranspose1d/2d/3d``,
     ``Embedding``, ``LayerNorm``, ``GroupNorm``, ``InstanceNorm*``, ``RMSNorm``,
-    ``MultiheadAttention``) or, for any other module, a back-propagation
+    ``MultiheadAttention``, ``RNN``, ``LSTM``, ``GRU``) or, for any other module, a
+    back-propagation
     through the call's own recorded graph, turn them into per-objective parameter gradients.
     Every use of a parameter counts (tied weights, a module called several times, one
     parameter shared by two modules, a child's parameter read by a parent that does not call
@@ -82,9 +83,10 @@ class Engine:
 
     Costs: ``Linear`` and (transposed) convolutions use, per layer, the cheaper of the "ghost" form
     ``(A Aᵀ) ⊙ (Γ Γᵀ)`` and materialised per-sample gradients; ``Embedding`` joins samples on
-    shared tokens; ``MultiheadAttention`` rebuilds its (deterministic) attention from the
-    recorded inputs when no dropout is active and no mask is given. Modules without a
-    closed-form rule (RNNs, custom modules, free
+    shared tokens; ``MultiheadAttention`` and the recurrent layers rebuild their (deterministic)
+    attention or recurrence from the recorded inputs when no dropout is active and no mask is
+    given (otherwise they use the generic rule). Modules without a closed-form rule (custom
+    modules, free
     parameters) are back-propagated once per objective, which is exact but slower: wrapping a
     free parameter into a small module of its own keeps that work small.
 

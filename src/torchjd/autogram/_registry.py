@@ -11,6 +11,7 @@ from ._conv_transpose_rule import ConvTransposeRule
 from ._embedding_rule import EmbeddingRule
 from ._generic_rule import GenericRule
 from ._linear_rules import _NORM_TYPES, AffineNormRule, LinearRule
+from ._recurrent_rule import RecurrentRule
 
 GENERIC_RULE = GenericRule()
 
@@ -18,6 +19,9 @@ _RULES: dict[type[nn.Module], Rule] = {
     nn.Linear: LinearRule(),
     nn.Embedding: EmbeddingRule(),
     nn.MultiheadAttention: AttentionRule(),
+    nn.RNN: RecurrentRule(),
+    nn.LSTM: RecurrentRule(),
+    nn.GRU: RecurrentRule(),
     nn.Conv1d: ConvRule(),
     nn.Conv2d: ConvRule(),
     nn.Conv3d: ConvRule(),
