@@ -62,17 +62,12 @@ class RecurrentRule(Rule):
         return type(module) in (nn.RNN, nn.LSTM, nn.GRU) and getattr(module, "proj_size", 0) == 0
 
     def inputs(self, args: tuple[object, ...], kwargs: dict[str, object]) -> tuple[Tensor, ...]:
-        values = [
-            args[0] if args else kwargs.get("input"),
-            args[1] if len(args) > 1 else kwargs.get("hx"),
-        ]
-        tensors: list[Tensor] = []
-        for value in values:
-            if isinstance(value, tuple):
-                tensors.extend(v for v in value if isinstance(v, Tensor))
-            elif isinstance(value, Tensor):
-                tensors.append(value)
-        return tuple(tensors)
+        first = args[0] if args else kwargs.get("input")
+        if not isinstance(first, Tensor):  # A PackedSequence: the generic rule handles it.
+            return ()
+        state = args[1] if len(args) > 1 else kwargs.get("hx")
+        states = state if isinstance(state, tuple) else (state,)
+        return (first, *(t for t in states if isinstance(t, Tensor)))
 
     def options(
         self, module: nn.Module, args: tuple[object, ...], kwargs: dict[str, object]
@@ -127,6 +122,8 @@ class RecurrentRule(Rule):
         if not isinstance(module, (nn.RNN, nn.LSTM, nn.GRU)) or not call.options.get("rebuild"):
             return None
         if len(grads) != (3 if isinstance(module, nn.LSTM) else 2):
+            return None
+        if not call.inputs:
             return None
         grad = next(g for g in grads if g is not None)
         dtype = grad.dtype
