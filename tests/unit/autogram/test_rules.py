@@ -206,3 +206,17 @@ def test_recurrent_rule(kind: str, mode: str, batch_first: bool) -> None:
     assert_gramians_close(
         engine.compute_gramian(output), autograd_gramian(output, trainable(module))
     )
+
+
+@pytest.mark.parametrize("batch_dim", [0, None])
+def test_recurrent_packed_sequence(batch_dim: int | None) -> None:
+    """Packed sequences go through the generic rule: per-sample final states stay exact."""
+    module = nn.LSTM(3, 4, batch_first=True).to(device=DEVICE, dtype=DTYPE)
+    engine = Engine(module, batch_dim=batch_dim)
+    lengths = torch.tensor([5, 3, 2])
+    packed = nn.utils.rnn.pack_padded_sequence(randn_(3, 5, 3), lengths, batch_first=True)
+    _, (h, _) = module(packed)
+    output = torch.tanh(h[0]).sum(dim=1)
+    assert_gramians_close(
+        engine.compute_gramian(output), autograd_gramian(output, trainable(module))
+    )
