@@ -9,6 +9,11 @@ from torch import Tensor, nn
 
 from settings import DEVICE
 
+# TF32 (on by default for cuDNN convolutions and RNNs) keeps 10 mantissa bits: the tests compare
+# float32 computations with float32 tolerances, so they run in full float32 precision.
+torch.backends.cuda.matmul.allow_tf32 = False
+torch.backends.cudnn.allow_tf32 = False
+
 
 @pytest.fixture(autouse=True)
 def _seed() -> Iterator[None]:

@@ -43,6 +43,7 @@ def test_retain_jac() -> None:
     assert_close(jac_of(param), tensor_([[-1.0, 1.0], [2.0, 4.0]]))
 
 
+@pytest.mark.device_assert
 def test_jac_is_deleted_even_if_the_aggregation_fails() -> None:
     param = _example()
     jac_of(param)[0, 0] = float("nan")
