@@ -1,13 +1,13 @@
-# The two commands of the README: `make demo` (the main job) and `make test` (the whole suite,
-# which is also what CI runs). Each does its own set-up: a `.venv` with the pinned dev
-# requirements and an editable install of the package.
+# The two commands of the README: `make demo` (the main job) and `make test` (the whole suite and
+# the documentation build, which is also what CI runs). Each does its own set-up: a `.venv` with
+# the pinned dev requirements and an editable install of the package.
 
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint format typecheck pytest clean
+.PHONY: setup demo test lint format typecheck pytest docs clean
 
 $(STAMP): requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,11 +31,15 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(PY) -m pytest
 
-test: lint typecheck pytest
+# The documentation, with warnings as errors (a few seconds, so `make test` and CI build it too).
+docs: $(STAMP)
+	$(PY) -m sphinx -W --keep-going -q -b html docs/source docs/_build/html
+
+test: lint typecheck pytest docs
 
 format: $(STAMP)
 	$(PY) -m ruff check --fix .
 	$(PY) -m ruff format .
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache docs/_build
