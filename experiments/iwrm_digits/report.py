@@ -25,34 +25,45 @@ def _format(mean: float, sem: float) -> str:
     return f"{mean:.1f}" if math.isnan(sem) else f"{mean:.1f} ± {sem:.1f}"
 
 
-def markdown_table(results: Mapping[str, MethodResult]) -> str:
+def markdown_table(results: Mapping[str, MethodResult], cpu_time: bool) -> str:
     """One row per (method, path): the chosen rate, the AUC (mean ± SEM), and the time per epoch.
 
-    The time is the median over the seeds of the training loop's seconds per epoch, and its ratio
-    to plain SGD's (``losses.mean().backward()``).
+    The times are medians over the seeds of the training loop's wall and CPU seconds per epoch;
+    the ratio to plain SGD (``losses.mean().backward()``) uses the CPU time when ``cpu_time``
+    (a shared CPU machine: the wall time depends on the neighbours), else the wall time.
 
     Args:
         results: The output of ``run_experiment``; it must contain ``"SGD"``.
+        cpu_time: Whether the ratio uses the CPU time instead of the wall time.
     """
-    sgd_time = _median_time(results["SGD"], "sgd")
+    sgd_wall, sgd_cpu = _median_times(results["SGD"], "sgd")
+    reference = "CPU" if cpu_time else "wall"
     lines = [
-        "| Method | Path | Learning rate | AUC (mean ± SEM) | Time / epoch (s) | × SGD |",
-        "|---|---|---|---|---|---|",
+        "| Method | Path | Learning rate | AUC (mean ± SEM) | Wall s / epoch | CPU s / epoch "
+        f"| × SGD ({reference} time) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for method, result in results.items():
         for path, runs in result.runs.items():
             mean, sem = mean_and_sem([auc(r.losses) for r in runs])
-            seconds = _median_time(result, path)
+            wall, cpu = _median_times(result, path)
+            ratio = cpu / sgd_cpu if cpu_time else wall / sgd_wall
+            all_diverged = bool(result.search) and not any(
+                math.isfinite(mean_and_sem(areas)[0]) for areas in result.search.values()
+            )
+            lr = f"{result.lr:.3g}" + (" (every rate diverged)" if all_diverged else "")
             lines.append(
-                f"| {method} | {path} | {result.lr:.3g} | {_format(mean, sem)} | "
-                f"{seconds:.3f} | {seconds / sgd_time:.1f} |"
+                f"| {method} | {path} | {lr} | {_format(mean, sem)} | "
+                f"{wall:.3f} | {cpu:.3f} | {ratio:.1f} |"
             )
     return "\n".join(lines)
 
 
-def _median_time(result: MethodResult, path: RunPath) -> float:
+def _median_times(result: MethodResult, path: RunPath) -> tuple[float, float]:
     # The median resists the other processes of a shared machine better than the mean.
-    return statistics.median(r.seconds_per_epoch for r in result.runs[path])
+    runs = result.runs[path]
+    wall = statistics.median(r.seconds_per_epoch for r in runs)
+    return wall, statistics.median(r.cpu_seconds_per_epoch for r in runs)
 
 
 def _band(ax: Axes, curves: Tensor, label: str) -> None:

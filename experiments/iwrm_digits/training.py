@@ -61,11 +61,14 @@ class RunResult:
         cosines: ``[steps]`` cosine between the update and the batch's mean gradient (the SGD
             update), computed from the Gramian on the autogram path; ``None`` on the other paths.
         seconds_per_epoch: Wall time of the training loop per epoch (data already on the device).
+        cpu_seconds_per_epoch: CPU time of the process per epoch, all threads: on a shared CPU
+            machine it depends much less on the neighbours than the wall time.
     """
 
     losses: Tensor
     cosines: Tensor | None
     seconds_per_epoch: float
+    cpu_seconds_per_epoch: float
 
 
 def _gramian_cosine(gramian: Tensor, weights: Tensor) -> Tensor:
@@ -107,7 +110,9 @@ def train(
     losses = torch.full((len(batches),), float("inf"), device=device)
     cosines = torch.full((len(batches),), float("nan"), device=device)
 
-    start = time.perf_counter()
+    # PCGrad's weighting draws random orders from the global generator: make each run reproducible.
+    torch.manual_seed(seed)
+    start, cpu_start = time.perf_counter(), time.process_time()
     steps_done = 0
     for step, indices in enumerate(batches):
         indices = indices.to(device)
@@ -136,12 +141,12 @@ def train(
         steps_done = step + 1
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    elapsed = time.perf_counter() - start
+    elapsed, cpu_elapsed = time.perf_counter() - start, time.process_time() - cpu_start
 
-    steps_per_epoch = len(batches) // n_epochs
-    seconds_per_epoch = elapsed / max(steps_done, 1) * steps_per_epoch
+    epochs_done = max(steps_done, 1) / (len(batches) // n_epochs)
     return RunResult(
         losses=losses.cpu(),
         cosines=cosines.cpu() if path == "autogram" else None,
-        seconds_per_epoch=seconds_per_epoch,
+        seconds_per_epoch=elapsed / epochs_done,
+        cpu_seconds_per_epoch=cpu_elapsed / epochs_done,
     )
