@@ -82,7 +82,11 @@ class ActiveSetProjector(DualConeProjector):
             # solve to be exact; on the CPU, LAPACK factorises these small matrices as fast in
             # float64 as in float32 (measured), so the whole solve runs in float64.
             G_hat = self._normalize_and_regularize(G.double())
-            V = project_onto_dual_cone(U.reshape(-1, m).double(), G_hat, max_iter)
+            # Ĝ's eigenvalues lie in [reg_eps, 1 + reg_eps] (or Ĝ = reg_eps·I).
+            well_conditioned = self.reg_eps >= 1e-7
+            V = project_onto_dual_cone(
+                U.reshape(-1, m).double(), G_hat, max_iter, well_conditioned=well_conditioned
+            )
             return V.reshape(U.shape).to(U.dtype)
         # On accelerators, the solve is bound by kernel launches, not by arithmetic: float64
         # costs little more than float32 and is exact at the conditioning of the reduced

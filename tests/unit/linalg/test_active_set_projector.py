@@ -398,10 +398,11 @@ def test_complement_form_matches_direct_form(name: str) -> None:
     G_hat = regularized_gramian(J @ J.T, 1e-4, 1e-4)
     U = torch.eye(m, dtype=torch.float64) / m
     c = U @ G_hat
-    solver = active_set._CompactSolver(G_hat)
+    solver = active_set._CompactSolver(G_hat, well_conditioned=True)
     assert solver.H is not None
-    z, converged = active_set._pivot_compact(G_hat, c, U, 1000)
+    z, converged = active_set._pivot_compact(G_hat, c, U, 1000, well_conditioned=True)
     assert bool(converged.all())
+    assert active_set._CompactSolver(G_hat, well_conditioned=False).H is None
     F = z > 0
     assert bool((2 * F.sum(dim=1) > m).any())  # the complement form is used
     direct = active_set._solve_on_sets(G_hat, -c, F)
