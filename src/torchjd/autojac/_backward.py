@@ -17,15 +17,12 @@ from ._aggregate import (
 )
 from ._graph import graph_leaves
 from ._inputs import (
-    as_tensor_list,
     check_bool,
     check_can_store,
     check_chunk_size,
     check_have_grad_fn,
-    check_jacobian_seeds,
-    check_not_empty,
     check_require_grad,
-    check_unique,
+    checked_seeds,
     iterable_to_list,
     resolve_aggregator,
     unique,
@@ -105,16 +102,7 @@ def backward(
     )
     chunk_size = check_chunk_size(parallel_chunk_size)
     retain = check_bool(retain_graph, "retain_graph")
-    outputs = as_tensor_list(tensors, "tensors")
-    check_not_empty(outputs, "tensors")
-    check_unique(outputs, "tensors")
-    check_require_grad(outputs, "tensors")
-    seeds = Seeds(
-        outputs,
-        None
-        if jac_tensors is None
-        else check_jacobian_seeds(jac_tensors, outputs, "jac_tensors", "tensors"),
-    )
+    outputs, seeds = checked_seeds(tensors, jac_tensors, "tensors", "jac_tensors")
     if inputs is None:
         check_have_grad_fn(outputs, "tensors", "inputs")
         input_list = graph_leaves(outputs)

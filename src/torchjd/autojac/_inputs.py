@@ -12,6 +12,8 @@ from torch import Tensor
 
 from torchjd.aggregation import Aggregator
 
+from ._jacobian import Seeds
+
 
 def as_tensor_list(value: object, name: str) -> list[Tensor]:
     """Return ``value`` (a tensor, or a sequence of tensors) as a list, or raise a ``TypeError``."""
@@ -179,3 +181,19 @@ def check_jacobian_seeds(
             f"Found numbers of rows {[seed.shape[0] for seed in items]}."
         )
     return items
+
+
+def checked_seeds(
+    outputs: object, jacobians: object, name: str, jacobians_name: str
+) -> tuple[list[Tensor], Seeds]:
+    """Validate the tensors to differentiate (``name``) and their optional initial Jacobians
+    (``jacobians_name``); return the tensors as a list and the seeds of their Jacobian.
+    """
+    output_list = as_tensor_list(outputs, name)
+    check_not_empty(output_list, name)
+    check_unique(output_list, name)
+    check_require_grad(output_list, name)
+    seeds = None
+    if jacobians is not None:
+        seeds = check_jacobian_seeds(jacobians, output_list, jacobians_name, name)
+    return output_list, Seeds(output_list, seeds)

@@ -6,18 +6,15 @@ from torch import Tensor
 
 from ._graph import graph_leaves
 from ._inputs import (
-    as_tensor_list,
     check_bool,
     check_chunk_size,
     check_have_grad_fn,
-    check_jacobian_seeds,
-    check_not_empty,
     check_require_grad,
-    check_unique,
+    checked_seeds,
     iterable_to_list,
     unique,
 )
-from ._jacobian import Seeds, compute_jacobian
+from ._jacobian import compute_jacobian
 
 
 def jac(
@@ -67,16 +64,7 @@ def jac(
     """
     chunk_size = check_chunk_size(parallel_chunk_size)
     retain = check_bool(retain_graph, "retain_graph")
-    output_list = as_tensor_list(outputs, "outputs")
-    check_not_empty(output_list, "outputs")
-    check_unique(output_list, "outputs")
-    check_require_grad(output_list, "outputs")
-    seeds = Seeds(
-        output_list,
-        None
-        if jac_outputs is None
-        else check_jacobian_seeds(jac_outputs, output_list, "jac_outputs", "outputs"),
-    )
+    output_list, seeds = checked_seeds(outputs, jac_outputs, "outputs", "jac_outputs")
     if inputs is None:
         check_have_grad_fn(output_list, "outputs", "inputs")
         requested = graph_leaves(output_list)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-MAX_SMALL_M = 8
+from torchjd.linalg._small import MAX_SMALL_M  # the same threshold as the projector's own
 
 
 def use_python_floats(gramian: Tensor) -> bool:
