@@ -85,7 +85,7 @@ def test_mtl() -> None:
 @pytest.mark.parametrize("batch_first", [True, False])
 def test_rnn(batch_first: bool) -> None:
     history = _load("rnn").main(
-        steps=20, batch_size=4, seq_len=4, batch_first=batch_first, lr=0.3, device=_DEVICE
+        steps=30, batch_size=16, seq_len=4, batch_first=batch_first, lr=0.3, device=_DEVICE
     )
     assert _decreases(history)
 

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
+from torch.autograd.graph import GradientEdge
 
 from ._batching import Batching
 from ._call import Call, Rule
@@ -98,17 +99,7 @@ class GenericRule(Rule):
         slots = batching.n_slots
         call.frame.cut = True
         try:
-            with warnings.catch_warnings():
-                # Backward formulas without a batching rule fall back to a (correct) loop.
-                warnings.filterwarnings("ignore", message=".*performance drop.*")
-                jacobians = torch.autograd.grad(
-                    outputs,
-                    inputs=list(call.params),
-                    grad_outputs=grad_outputs,
-                    retain_graph=True,
-                    allow_unused=True,
-                    is_grads_batched=True,
-                )
+            jacobians = _batched_grads(outputs, list(call.params), grad_outputs, call.module)
         finally:
             call.frame.cut = False
         return [
@@ -116,3 +107,50 @@ class GenericRule(Rule):
             for param, jac in zip(call.params, jacobians, strict=True)
             if jac is not None  # A parameter unused in this call contributes nothing.
         ]
+
+
+def _batched_grads(
+    outputs: list[GradientEdge],
+    params: list[nn.Parameter],
+    grad_outputs: list[Tensor],
+    module: nn.Module,
+) -> Sequence[Tensor | None]:
+    """The vector-Jacobian products of ``outputs`` with each row of ``grad_outputs``, stacked.
+
+    Under ``torch.vmap`` if it can; otherwise (a backward formula without batching rule and no
+    fallback, such as cuDNN's RNN backward) row by row, with a warning.
+    """
+    try:
+        with warnings.catch_warnings():
+            # Backward formulas without a batching rule fall back to a (correct) loop.
+            warnings.filterwarnings("ignore", message=".*performance drop.*")
+            return torch.autograd.grad(
+                outputs,
+                inputs=params,
+                grad_outputs=grad_outputs,
+                retain_graph=True,
+                allow_unused=True,
+                is_grads_batched=True,
+            )
+    except RuntimeError as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        warnings.warn(
+            f"The Gramian of a {type(module).__name__} could not be computed with torch.vmap "
+            f"({reason}). Its rows are back-propagated one by one instead, which is slower.",
+            UserWarning,
+            stacklevel=2,
+        )
+    rows = [
+        torch.autograd.grad(
+            outputs,
+            inputs=params,
+            grad_outputs=[grad[row] for grad in grad_outputs],
+            retain_graph=True,
+            allow_unused=True,
+        )
+        for row in range(grad_outputs[0].shape[0])
+    ]
+    return [
+        None if row_grads[0] is None else torch.stack(list(row_grads))
+        for row_grads in zip(*rows, strict=True)
+    ]

@@ -13,6 +13,7 @@ from torchjd.linalg import PSDMatrix
 
 from ._accumulation import accumulate_grad
 from ._jacobian import Jacobian
+from ._non_finite import all_finite, nan_where_not, nans
 
 
 def exact_gramian_weighting(aggregator: Aggregator) -> Weighting[PSDMatrix] | None:
@@ -57,19 +58,6 @@ def _common_dtype(jacobian: Jacobian) -> torch.dtype:
     return dtype
 
 
-def _check_finite_gramian(gramian: Tensor, what: str) -> None:
-    """A NaN or inf in the Jacobian always shows in its Gramian: check the small one."""
-    all_finite = torch.isfinite(gramian).all()
-    message = (
-        f"{what} should only contain finite values. Found NaN or inf entries (or values too "
-        f"large for {gramian.dtype})."
-    )
-    if gramian.device.type != "cpu":
-        torch._assert_async(all_finite, message)
-    elif not bool(all_finite):
-        raise ValueError(message)
-
-
 def gramian_of(jacobian: Jacobian) -> Tensor:
     """``G = J Jᵀ``, summed input by input and block by block (``J`` is never concatenated)."""
     m = jacobian.rows
@@ -99,14 +87,22 @@ def gramian_of(jacobian: Jacobian) -> Tensor:
     return gramian
 
 
-def weights_from_gramian(
-    gramian: Tensor, gramian_weighting: Weighting[PSDMatrix], what: str
-) -> Tensor:
-    """Check the Gramian (for the Jacobian ``what``) and return ``gramian_weighting(gramian)``."""
-    _check_finite_gramian(gramian, what)
-    weights = gramian_weighting(gramian)
+def weights_from_gramian(gramian: Tensor, gramian_weighting: Weighting[PSDMatrix]) -> Tensor:
+    """Return ``gramian_weighting(gramian)``, or NaN weights if ``gramian`` is not finite (see
+    :mod:`._non_finite`; a NaN or inf in the Jacobian always shows in its Gramian).
+    """
+    finite = all_finite(gramian)
+    if finite is False:
+        return nans(gramian.shape[0], gramian)
+    if finite is True:
+        weights = gramian_weighting(gramian)
+        check_weights(weights, gramian_weighting)
+        return weights
+    # On an accelerator, without reading the flag: any valid Gramian (the identity) stands in.
+    identity = torch.eye(gramian.shape[0], dtype=gramian.dtype, device=gramian.device)
+    weights = gramian_weighting(torch.where(finite, gramian, identity))
     check_weights(weights, gramian_weighting)
-    return weights
+    return nan_where_not(finite, weights)
 
 
 def apply_weights(jacobian: Jacobian, weights: Tensor) -> None:
@@ -128,13 +124,11 @@ def apply_weights(jacobian: Jacobian, weights: Tensor) -> None:
             accumulate_grad(input, update)
 
 
-def aggregate_via_gramian(
-    jacobian: Jacobian, gramian_weighting: Weighting[PSDMatrix], what: str
-) -> Tensor:
+def aggregate_via_gramian(jacobian: Jacobian, gramian_weighting: Weighting[PSDMatrix]) -> Tensor:
     """Accumulate ``gramian_weighting(J Jᵀ) @ J`` into the ``.grad`` of the inputs and return
     the weights, holding nothing more than the blocks of the Jacobian.
     """
-    weights = weights_from_gramian(gramian_of(jacobian), gramian_weighting, what)
+    weights = weights_from_gramian(gramian_of(jacobian), gramian_weighting)
     apply_weights(jacobian, weights)
     return weights
 
@@ -161,6 +155,31 @@ def aggregate_concatenated(jacobian: Jacobian, aggregator: Aggregator) -> Tensor
                 matrix[start:stop, column : column + numel] = block.reshape(stop - start, -1)
         jacobian.blocks[i] = []
         column += numel
+    finite = all_finite(matrix)
+    if finite is False:
+        update = nans(matrix.shape[1], matrix)
+        weights = [nans(m, matrix)] if isinstance(aggregator, WeightedAggregator) else []
+    else:
+        if isinstance(finite, Tensor):  # on an accelerator: zeros stand in, NaN comes out
+            matrix.masked_fill_(~finite, 0.0)
+        update, weights = _aggregate_capturing_weights(matrix, aggregator)
+        if isinstance(finite, Tensor):
+            update = nan_where_not(finite, update)
+            weights = [nan_where_not(finite, w) for w in weights]
+    del matrix
+    column = 0
+    for i, (input, numel) in enumerate(zip(jacobian.inputs, numels, strict=True)):
+        if used[i]:
+            # The slice is a view of the aggregator's output, which its hooks may hold: copy it.
+            accumulate_grad(input, update[column : column + numel].clone())
+        column += numel
+    return weights[-1] if weights else None
+
+
+def _aggregate_capturing_weights(
+    matrix: Tensor, aggregator: Aggregator
+) -> tuple[Tensor, list[Tensor]]:
+    """Return ``aggregator(matrix)`` and, for a weighted aggregator, the weights it used."""
     weights: list[Tensor] = []
     handle = None
     if isinstance(aggregator, WeightedAggregator):
@@ -174,11 +193,4 @@ def aggregate_concatenated(jacobian: Jacobian, aggregator: Aggregator) -> Tensor
     finally:
         if handle is not None:
             handle.remove()
-    del matrix
-    column = 0
-    for i, (input, numel) in enumerate(zip(jacobian.inputs, numels, strict=True)):
-        if used[i]:
-            # The slice is a view of the aggregator's output, which its hooks may hold: copy it.
-            accumulate_grad(input, update[column : column + numel].clone())
-        column += numel
-    return weights[-1] if weights else None
+    return update, weights

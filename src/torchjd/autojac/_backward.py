@@ -59,6 +59,11 @@ def backward(
     input, so the Jacobian is never concatenated. Inputs that ``tensors`` do not depend on keep
     their ``.grad`` (as with autograd) but get a zero ``.jac``.
 
+    A Jacobian with a NaN or infinite entry has no aggregation: the update is then NaN in every
+    entry (as is the result of autograd, where non-finite values propagate), without an error and,
+    on accelerators, without synchronising. This is what ``torch.amp.GradScaler`` needs: when the
+    scaled float16 backward overflows, ``scaler.step`` finds the NaN ``.grad`` and skips the step.
+
     Args:
         tensors: The tensors to differentiate (for instance, the losses), of any shapes.
         A: The aggregator. ``None`` to store the Jacobians in ``.jac`` instead.
@@ -122,7 +127,6 @@ def backward(
             resolved,
             retain,
             chunk_size,
-            "The Jacobian of `tensors` with respect to `inputs`",
         )
 
 
@@ -153,7 +157,6 @@ def aggregate(
     aggregator: Aggregator,
     retain_graph: bool,
     parallel_chunk_size: int | None,
-    what: str,
 ) -> None:
     """Compute the Jacobian of the seeded outputs with respect to ``inputs`` and accumulate its
     aggregation into their ``.grad``.
@@ -170,12 +173,12 @@ def aggregate(
         aggregate_concatenated(jacobian, aggregator)
     elif seeds.rows < _ROWS_TO_FREE_BEFORE_WEIGHTING:
         jacobian = compute_jacobian(seeds, inputs, retain_graph, parallel_chunk_size)
-        aggregate_via_gramian(jacobian, gramian_weighting, what)
+        aggregate_via_gramian(jacobian, gramian_weighting)
     else:
         jacobian = compute_jacobian(seeds, inputs, True, parallel_chunk_size)  # graph kept
         gramian = gramian_of(jacobian)
         del jacobian
-        weights = weights_from_gramian(gramian, gramian_weighting, what)
+        weights = weights_from_gramian(gramian, gramian_weighting)
         updates = weighted_vjp(seeds, weights, inputs, retain_graph)  # frees the graph
         for input, update in zip(inputs, updates, strict=True):
             if update is not None:

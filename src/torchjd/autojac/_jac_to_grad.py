@@ -46,7 +46,8 @@ def jac_to_grad(
     :func:`mtl_backward` without aggregator) are flattened and concatenated into ``J`` ``[m,
     n]``, in the order of ``tensors``; ``aggregator(J)`` is split back and **accumulated** into
     the ``.grad`` of each tensor, in its dtype. Unless ``retain_jac``, the ``.jac`` fields are
-    deleted first (even if the aggregation then fails).
+    deleted first (even if the aggregation then fails). If ``J`` has a NaN or infinite entry,
+    the update and the weights are NaN in every entry, as in :func:`backward`.
 
     Args:
         tensors: The tensors (for example ``model.parameters()``); repeated ones count once.
@@ -125,5 +126,5 @@ def jac_to_grad(
     jacobian = Jacobian.of_matrices(items, jacobians)
     del jacobians  # the blocks are released one by one as they are used
     if gramian_weighting is not None:
-        return aggregate_via_gramian(jacobian, gramian_weighting, "The Jacobian in `tensors.jac`")
+        return aggregate_via_gramian(jacobian, gramian_weighting)
     return aggregate_concatenated(jacobian, aggregator)

@@ -52,6 +52,9 @@ def mtl_backward(
     - without (the form of TorchJD 0.9+): accumulated into their ``.jac`` field, for
       :func:`jac_to_grad`.
 
+    A Jacobian with a NaN or infinite entry gives NaN in every entry of the shared parameters'
+    update, as in :func:`backward` (what ``torch.amp.GradScaler`` needs to skip the step).
+
     Args:
         losses: The loss of each task; scalars unless ``grad_tensors`` is given.
         features: The last shared representation(s), from which every head computes its loss.
@@ -149,14 +152,7 @@ def mtl_backward(
     if resolved is None:
         store_jacobians(compute_jacobian(seeds, shared, retain, chunk_size), "shared_params")
     else:
-        aggregate(
-            seeds,
-            shared,
-            resolved,
-            retain,
-            chunk_size,
-            "The Jacobian of `losses` with respect to `shared_params`",
-        )
+        aggregate(seeds, shared, resolved, retain, chunk_size)
 
 
 def _loss_seeds(losses: list[Tensor], grad_tensors: object) -> list[Tensor | None]:

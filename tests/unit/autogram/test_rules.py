@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import pytest
 import torch
@@ -171,6 +173,17 @@ def test_attention_rule_falls_back_for_masks_and_weights() -> None:
     assert_gramians_close(gramian, autograd_gramian(output, trainable(module)))
 
 
+@contextmanager
+def _cudnn_rnn_fallback() -> Iterator[None]:
+    """cuDNN's RNN backward has no vmap batching rule: on CUDA, the generic rule (used with
+    dropout and packed sequences) back-propagates the rows one by one, with a warning.
+    """
+    with warnings.catch_warnings():
+        if DEVICE.type == "cuda":
+            warnings.filterwarnings("ignore", message="The Gramian of a .* torch.vmap")
+        yield
+
+
 @pytest.mark.parametrize("kind", ["rnn-relu", "lstm", "gru"])
 @pytest.mark.parametrize("mode", ["plain", "initial-state", "no-bias", "unbatched", "dropout"])
 @pytest.mark.parametrize("batch_first", [True, False])
@@ -203,9 +216,9 @@ def test_recurrent_rule(kind: str, mode: str, batch_first: bool) -> None:
     if mode != "unbatched":
         output = output if batch_first else output.T
         output = output + final[-1].sum(dim=-1, keepdim=True)
-    assert_gramians_close(
-        engine.compute_gramian(output), autograd_gramian(output, trainable(module))
-    )
+    with _cudnn_rnn_fallback():
+        gramian = engine.compute_gramian(output)
+    assert_gramians_close(gramian, autograd_gramian(output, trainable(module)))
 
 
 @pytest.mark.parametrize("batch_dim", [0, None])
@@ -217,6 +230,37 @@ def test_recurrent_packed_sequence(batch_dim: int | None) -> None:
     packed = nn.utils.rnn.pack_padded_sequence(randn_(3, 5, 3), lengths, batch_first=True)
     _, (h, _) = module(packed)
     output = torch.tanh(h[0]).sum(dim=1)
-    assert_gramians_close(
-        engine.compute_gramian(output), autograd_gramian(output, trainable(module))
-    )
+    with _cudnn_rnn_fallback():
+        gramian = engine.compute_gramian(output)
+    assert_gramians_close(gramian, autograd_gramian(output, trainable(module)))
+
+
+class _NoBatchingRule(torch.autograd.Function):
+    """``x ↦ 2x``, whose backward reads a value on the host: torch.vmap cannot batch it."""
+
+    @staticmethod
+    def forward(ctx: object, x: Tensor) -> Tensor:
+        return x * 2.0
+
+    @staticmethod
+    def backward(ctx: object, grad: Tensor) -> Tensor:
+        return grad * 2.0 if float(grad.abs().sum()) >= 0.0 else grad
+
+
+class _UnbatchableLinear(nn.Linear):
+    def forward(self, input: Tensor) -> Tensor:
+        doubled: Tensor = _NoBatchingRule.apply(super().forward(input))  # type: ignore[no-untyped-call]
+        return doubled
+
+
+@pytest.mark.parametrize("batch_dim", [0, None])
+def test_generic_rule_without_vmap_falls_back_to_rows(batch_dim: int | None) -> None:
+    """A backward that vmap cannot batch: the rows are back-propagated one by one, exactly."""
+    model = nn.Sequential(_UnbatchableLinear(3, 4), nn.Tanh(), nn.Linear(4, 2))
+    model = model.to(device=DEVICE, dtype=DTYPE)
+    assert isinstance(rule_for(model[0]), GenericRule)
+    engine = Engine(model, batch_dim=batch_dim)
+    output = model(randn_(5, 3)).sum(dim=1)
+    with pytest.warns(UserWarning, match="one by one"):
+        gramian = engine.compute_gramian(output)
+    assert_gramians_close(gramian, autograd_gramian(output, trainable(model)))
