@@ -3,7 +3,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._aggregator_bases import WeightedAggregator
+from ._aggregator_bases import _ShapeWeightedAggregator
 from ._weighting_bases import _MatrixWeighting
 
 
@@ -24,7 +24,7 @@ class MeanWeighting(_MatrixWeighting):
         return torch.full((m,), 1.0 / m, dtype=stat.dtype, device=stat.device)
 
 
-class Mean(WeightedAggregator):
+class Mean(_ShapeWeightedAggregator):
     """Averages the rows of the matrix: ``A(J) = (1/m) Σ_i J_i``.
 
     >>> import torch

@@ -3,7 +3,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._aggregator_bases import WeightedAggregator
+from ._aggregator_bases import _ShapeWeightedAggregator
 from ._weighting_bases import _MatrixWeighting
 
 
@@ -21,7 +21,7 @@ class SumWeighting(_MatrixWeighting):
         return torch.ones(stat.shape[0], dtype=stat.dtype, device=stat.device)
 
 
-class Sum(WeightedAggregator):
+class Sum(_ShapeWeightedAggregator):
     """Sums the rows of the matrix: ``A(J) = Σ_i J_i``.
 
     >>> import torch

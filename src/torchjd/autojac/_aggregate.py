@@ -8,6 +8,7 @@ from torch import Tensor, nn
 from torchjd.aggregation import Aggregator, GramianWeightedAggregator, WeightedAggregator, Weighting
 from torchjd.aggregation._aggregator_bases import _ThroughGramian
 from torchjd.aggregation._utils.checks import check_weights
+from torchjd.aggregation._utils.hooks import has_forward_hooks
 from torchjd.aggregation._utils.non_differentiable import NonDifferentiable
 from torchjd.linalg import PSDMatrix
 
@@ -35,20 +36,9 @@ def exact_gramian_weighting(aggregator: Aggregator) -> Weighting[PSDMatrix] | No
         aggregator.gramian_weighting
     ):
         return None
-    if _has_forward_hooks(aggregator) or _has_forward_hooks(weighting):
+    if has_forward_hooks(aggregator) or has_forward_hooks(weighting):
         return None
     return aggregator.gramian_weighting
-
-
-def _has_forward_hooks(module: nn.Module) -> bool:
-    return bool(module._forward_hooks or module._forward_pre_hooks)
-
-
-def has_global_forward_hooks() -> bool:
-    """Whether hooks registered for every module would observe the aggregator's input."""
-    from torch.nn.modules import module
-
-    return bool(module._global_forward_hooks or module._global_forward_pre_hooks)
 
 
 def _common_dtype(jacobian: Jacobian) -> torch.dtype:

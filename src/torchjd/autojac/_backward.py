@@ -5,6 +5,7 @@ from collections.abc import Iterable, Sequence
 from torch import Tensor
 
 from torchjd.aggregation import Aggregator
+from torchjd.aggregation._utils.hooks import has_global_forward_hooks
 
 from ._accumulation import accumulate_grad, store_jacobians
 from ._aggregate import (
@@ -12,7 +13,6 @@ from ._aggregate import (
     aggregate_via_gramian,
     exact_gramian_weighting,
     gramian_of,
-    has_global_forward_hooks,
     weights_from_gramian,
 )
 from ._graph import graph_leaves

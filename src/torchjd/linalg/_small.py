@@ -28,13 +28,17 @@ def project_small(U: list[list[float]], G: list[list[float]], max_iter: int) -> 
 
 def _project_one(u: list[float], G: list[list[float]], scale: float, max_iter: int) -> list[float]:
     m = len(u)
-    c = [sum(G[j][i] * u[i] for i in range(m)) for j in range(m)]
+    # Sums over the non-zero entries only: u is often a scaled basis vector (UPGrad), and z is
+    # zero off the free set.
+    support = [i for i in range(m) if u[i] != 0.0]
+    c = [sum(G[j][i] * u[i] for i in support) for j in range(m)]
     u_max = max(abs(x) for x in u)
     z = [0.0] * m
     free = [False] * m
     best, budget = m + 1, _FULL_EXCHANGE_BUDGET
     for _ in range(max_iter + 1):
-        y = [c[j] + sum(G[j][i] * z[i] for i in range(m)) for j in range(m)]
+        support = [i for i in range(m) if free[i]]
+        y = [c[j] + sum(G[j][i] * z[i] for i in support) for j in range(m)]
         tol = scale * max(u_max, max(abs(x) for x in z))
         violators = [j for j in range(m) if (z[j] * G[j][j] < -tol if free[j] else y[j] < -tol)]
         if not violators:

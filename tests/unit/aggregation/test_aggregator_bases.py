@@ -2,7 +2,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import Tensor, nn
+from torch.testing import assert_close
 
+from settings import DEVICE, DTYPE
 from torchjd.aggregation import (
     Aggregator,
     Constant,
@@ -12,6 +15,7 @@ from torchjd.aggregation import (
     Sum,
     UPGrad,
     UPGradWeighting,
+    WeightedAggregator,
 )
 from utils.tensors import tensor_
 
@@ -63,3 +67,33 @@ def test_non_finite_weights_from_a_finite_gramian_are_an_error() -> None:
     aggregator = GramianWeightedAggregator(_BrokenWeighting())
     with pytest.raises(RuntimeError, match="returned non-finite weights from a finite Gramian"):
         aggregator(tensor_([[1.0, 2.0], [3.0, 4.0]]))
+
+
+@pytest.mark.parametrize("aggregator", [Mean(), Sum()], ids=str)
+def test_shape_only_shortcut_follows_the_shape_and_dtype(aggregator: Aggregator) -> None:
+    """Mean and Sum reuse the weights of the last shape: a new shape or dtype gets new ones."""
+    for m, dtype in [(2, DTYPE), (3, DTYPE), (3, torch.float64), (2, DTYPE)]:
+        matrix = torch.arange(float(m * 4), device=DEVICE, dtype=dtype).reshape(m, 4)
+        result = aggregator(matrix)
+        assert result.dtype == dtype
+        expected = matrix.mean(dim=0) if isinstance(aggregator, Mean) else matrix.sum(dim=0)
+        assert_close(result, expected)
+
+
+@pytest.mark.parametrize("aggregator", [Mean(), Sum()], ids=str)
+def test_shape_only_shortcut_still_runs_the_weighting_hooks(aggregator: WeightedAggregator) -> None:
+    """A hook on the weighting sees (and may change) the weights: the shortcut is not taken."""
+    matrix = tensor_([[1.0, 2.0], [3.0, 4.0]])
+    aggregator(matrix)  # caches the weights of this shape
+    seen: list[Tensor] = []
+
+    def hook(_module: nn.Module, _args: object, output: Tensor) -> Tensor:
+        seen.append(output)
+        return tensor_([1.0, 0.0])
+
+    handle = aggregator.weighting.register_forward_hook(hook)
+    try:
+        assert_close(aggregator(matrix), tensor_([1.0, 2.0]))
+    finally:
+        handle.remove()
+    assert len(seen) == 1

@@ -33,13 +33,16 @@ def check_gramian_of(matrix: Tensor, gramian: Tensor) -> None:
 def _all_finite_on_host(tensor: Tensor) -> bool:
     """Whether every entry of the CPU ``tensor`` is finite.
 
-    The sum is non-finite whenever an entry is, and otherwise only if it overflows, which the
-    exact check then rules out. A sum is the cheapest reduction to start from: right after a
-    garbage collection (as in a training loop, where caches are cold), ``isfinite(t).all()``
-    was measured at 45 µs and the sum at 2 µs for 1000 entries; it also reads the data once
+    The sum of squares ``x·x`` is non-finite whenever an entry is, and otherwise only if it
+    overflows, which the exact check then rules out. It is the cheapest reduction to start from:
+    right after a garbage collection (as in a training loop, where caches are cold),
+    ``isfinite(x).all()`` was measured at 45 µs for 1000 entries, ``x.sum()`` at 2 µs, and for
+    1e5 entries right after a matrix-vector product (an aggregation) the product ``x·x``, which
+    runs the same BLAS routine, took 40 µs against 140 µs for the sum. It reads the data once
     without allocating a mask.
     """
-    if math.isfinite(float(tensor.detach().sum())):
+    flat = tensor.detach().reshape(-1)
+    if math.isfinite(float(flat.view(1, -1) @ flat)):
         return True
     return bool(torch.isfinite(tensor).all())
 
