@@ -88,14 +88,14 @@ class _Noise:
         self.diag = G.diagonal()
         self.u_max = U.abs().amax(dim=-1)
 
-    def violations(self, F: Tensor, z: Tensor, y: Tensor, rows: Tensor | None = None) -> Tensor:
+    def violations(self, F: Tensor, z: Tensor, y: Tensor, u_max: Tensor | None = None) -> Tensor:
         """The variables that break the KKT conditions by more than the rounding noise.
 
         A free ``z_j < 0`` is measured by how much dropping it would change ``y_j``
-        (``G_jj z_j``), so that both tests are in the units of ``y``. ``rows`` selects the rows
-        of ``U`` that ``F``, ``z`` and ``y`` belong to.
+        (``G_jj z_j``), so that both tests are in the units of ``y``. ``u_max`` holds the
+        ``‖u‖_∞`` of the rows that ``F``, ``z`` and ``y`` belong to (default: all of ``U``).
         """
-        u_max = self.u_max if rows is None else self.u_max[rows]
+        u_max = self.u_max if u_max is None else u_max
         tol = -(self.scale * torch.maximum(u_max, z.abs().amax(dim=-1))).unsqueeze(-1)
         return torch.where(F, z * self.diag < tol, y < tol)
 
@@ -123,30 +123,49 @@ def _pivot_compact(
     The state of the unconverged rows is kept compacted (``*_a``); a row is written to the
     output when it converges, so that no iteration indexes the full ``[k, m]`` tensors.
     """
-    k, m = U.shape
+    k = U.shape[0]
     z_out = torch.zeros_like(U)
     converged = torch.zeros(k, dtype=torch.bool, device=U.device)
     rows = torch.arange(k, device=U.device)
-    c_a, z_a = c, torch.zeros_like(U)
-    F_a = torch.zeros(k, m, dtype=torch.bool, device=U.device)
-    best = torch.full((k,), m + 1, device=U.device)
-    budget = torch.full((k,), _FULL_EXCHANGE_BUDGET, device=U.device)
     noise = _Noise(G, U)
     solve = _CompactSolver(G, well_conditioned)
-    for _ in range(max_iter + 1):
-        V = noise.violations(F_a, z_a, torch.addmm(c_a, z_a, G), rows)
+    # The first iteration in closed form (z = 0, F = ∅, so y = c and every violator enters F):
+    # it is the same step as in the loop, with a fraction of the tensor operations.
+    # A row without violator is solved by z = 0 (already in z_out).
+    F_a = c < -(noise.scale * noise.u_max).unsqueeze(-1)
+    best = F_a.sum(dim=-1)
+    active = best > 0
+    c_a, U_a, u_max_a = c, U, noise.u_max
+    if int(active.sum()) < k:
+        converged[~active] = True
+        rows, F_a, best = rows[active], F_a[active], best[active]
+        c_a, U_a, u_max_a = c[active], U[active], u_max_a[active]
+    budget = torch.full((rows.shape[0],), _FULL_EXCHANGE_BUDGET, device=U.device)
+    z_a = solve(U_a, c_a, F_a)
+    for _ in range(max_iter):
+        V = noise.violations(F_a, z_a, torch.addmm(c_a, z_a, G), u_max_a)
         active = V.any(dim=-1)
         n_active = int(active.sum())
-        if n_active < rows.shape[0]:
-            done = rows[~active]
-            converged[done] = True
-            z_out[done] = z_a[~active]
-            if n_active == 0:
-                break
-            rows, V, c_a = rows[active], V[active], c_a[active]
+        if n_active == 0:
+            converged[rows] = True
+            z_out[rows] = z_a
+            break
+        # Converged rows are dropped once they are the majority: before that, indexing costs
+        # more than solving them again (their sets do not change, nor does their solution).
+        if 2 * n_active <= rows.shape[0]:
+            done = ~active
+            converged[rows[done]] = True
+            z_out[rows[done]] = z_a[done]
+            rows, V, c_a, U_a, u_max_a = (
+                rows[active],
+                V[active],
+                c_a[active],
+                U_a[active],
+                u_max_a[active],
+            )
             F_a, best, budget = F_a[active], best[active], budget[active]
         F_a, best, budget = _exchange(F_a, V, best, budget)
-        z_a = solve(U[rows], c_a, F_a)
+        z_a = solve(U_a, c_a, F_a)
     return z_out, converged
 
 
@@ -186,55 +205,80 @@ class _CompactSolver:
         self.G = G
         self.m = G.shape[0]
         self.H: Tensor | None = None
+        self._direct = _SetSystems(G)
         # An ill-conditioned G (reg_eps = 0) would make G⁻¹, and the complement form, inexact
         # even where the direct systems G_FF are well-conditioned.
         if well_conditioned:
             L, info = torch.linalg.cholesky_ex(G)
             if bool(info == 0):
                 self.H = torch.cholesky_inverse(L)
+                self._complement = _SetSystems(self.H)
 
     def __call__(self, U: Tensor, c: Tensor, F: Tensor) -> Tensor:
         if self.H is None:
-            return _solve_on_sets(self.G, -c, F)
+            return self._direct.solve(-c, F)
         by_complement = 2 * F.sum(dim=-1) > self.m
-        if not bool(by_complement.any()):
-            return _solve_on_sets(self.G, -c, F)
+        n_complement = int(by_complement.sum())
+        if n_complement == 0:
+            return self._direct.solve(-c, F)
+        if n_complement == F.shape[0]:  # the usual case in instance-wise training: no indexing
+            mu = self._complement.solve(U, ~F)
+            return torch.where(F, mu @ self.H - U, 0.0)
         z = torch.empty_like(U)
         direct = ~by_complement
         if bool(direct.any()):
-            z[direct] = _solve_on_sets(self.G, -c[direct], F[direct])
+            z[direct] = self._direct.solve(-c[direct], F[direct])
         F_c = F[by_complement]
         U_c = U[by_complement]
-        mu = _solve_on_sets(self.H, U_c, ~F_c)
+        mu = self._complement.solve(U_c, ~F_c)
         z[by_complement] = torch.where(F_c, mu @ self.H - U_c, 0.0)
         return z
 
 
-def _solve_on_sets(M: Tensor, rhs: Tensor, S: Tensor) -> Tensor:
-    """Solve ``M_SS x_S = rhs_S`` for each row (``x = 0`` off ``S``), on systems of the size of
-    the largest set.
+class _SetSystems:
+    """Solves ``M_SS x_S = rhs_S`` for many sets ``S`` at once (``x = 0`` off ``S``), on systems
+    of the size of the largest set.
+
+    Each row's indices come first (in increasing order); the other slots of the row point to
+    sentinel indices ``m, m+1, ...`` of ``M`` extended by an identity block, so that one indexing
+    builds every system already padded with the identity (a zero right-hand side there gives a
+    zero solution). The extension is built once per matrix, as wide as needed so far.
     """
-    k, m = S.shape
-    x = torch.zeros(k, m, dtype=M.dtype, device=M.device)
-    width = int(S.sum(dim=-1).max()) if k > 0 else 0
-    if width == 0:
-        return x
-    # Each row's indices first (in increasing order); the other slots of the row point to
-    # sentinel indices m, m+1, ... of a matrix extended by an identity block, so that one
-    # gather builds every system already padded with the identity (and a zero right-hand side).
-    slots = torch.arange(width, device=M.device)
-    order = torch.argsort((~S).to(torch.uint8), dim=-1, stable=True)[:, :width]
-    valid = torch.gather(S, 1, order)
-    index = torch.where(valid, order, m + slots)
-    M_ext = torch.zeros(m + width, m + width, dtype=M.dtype, device=M.device)
-    M_ext[:m, :m] = M
-    M_ext[m:, m:].diagonal().fill_(1.0)
-    rows = M_ext.index_select(0, index.reshape(-1)).reshape(k, width, m + width)
-    systems = torch.gather(rows, 2, index.unsqueeze(1).expand(k, width, width))
-    rhs_ext = torch.cat([rhs, torch.zeros(k, width, dtype=rhs.dtype, device=rhs.device)], dim=1)
-    return x.scatter(
-        1, order, torch.where(valid, _solve(systems, torch.gather(rhs_ext, 1, index)), 0.0)
-    )
+
+    def __init__(self, M: Tensor) -> None:
+        self.M = M
+        self._extended = M
+        self._width = 0
+
+    def _extension(self, width: int) -> Tensor:
+        if width > self._width:
+            m = self.M.shape[0]
+            self._width = min(m, max(width, 2 * self._width))
+            size = m + self._width
+            extended = torch.zeros(size, size, dtype=self.M.dtype, device=self.M.device)
+            extended[:m, :m] = self.M
+            extended[m:, m:].diagonal().fill_(1.0)
+            self._extended = extended
+        return self._extended
+
+    def solve(self, rhs: Tensor, S: Tensor) -> Tensor:
+        k, m = S.shape
+        width = int(S.sum(dim=-1).max()) if k > 0 else 0
+        if width == 0:
+            return torch.zeros(k, m, dtype=self.M.dtype, device=self.M.device)
+        order = torch.argsort((~S).to(torch.uint8), dim=-1, stable=True)[:, :width]
+        valid = torch.gather(S, 1, order)
+        index = torch.where(valid, order, m + torch.arange(width, device=S.device))
+        systems = self._extension(width)[index.unsqueeze(-1), index.unsqueeze(-2)]
+        solution = _solve(systems, torch.where(valid, torch.gather(rhs, 1, order), 0.0))
+        # `order` is a prefix of a permutation: the padding slots write zeros off S.
+        x = torch.zeros(k, m, dtype=self.M.dtype, device=self.M.device)
+        return x.scatter_(1, order, solution)
+
+
+def _solve_on_sets(M: Tensor, rhs: Tensor, S: Tensor) -> Tensor:
+    """Solve ``M_SS x_S = rhs_S`` for each row (``x = 0`` off ``S``); see :class:`_SetSystems`."""
+    return _SetSystems(M).solve(rhs, S)
 
 
 def _pad_with_identity(matrices: Tensor, keep: Tensor) -> Tensor:

@@ -81,7 +81,7 @@ class ActiveSetProjector(DualConeProjector):
             # The reduced Gramian can have a condition number of ~1e4, too much for a float32
             # solve to be exact; on the CPU, LAPACK factorises these small matrices as fast in
             # float64 as in float32 (measured), so the whole solve runs in float64.
-            G_hat = self._normalize_and_regularize(G.double())
+            G_hat = self._normalize_and_regularize_on_host(G)
             # Ĝ's eigenvalues lie in [reg_eps, 1 + reg_eps] (or Ĝ = reg_eps·I).
             well_conditioned = self.reg_eps >= 1e-7
             V = project_onto_dual_cone(
@@ -121,6 +121,17 @@ class ActiveSetProjector(DualConeProjector):
 
     def _normalize_and_regularize(self, G: Tensor) -> Tensor:
         return regularize(normalize(G, self.norm_eps), self.reg_eps)
+
+    def _normalize_and_regularize_on_host(self, G: Tensor) -> Tensor:
+        """The same as :meth:`_normalize_and_regularize` in float64, with the trace read by the
+        host (free on the CPU) and the result built in place: fewer tensor operations, each of
+        which costs tens of microseconds in a cold call.
+        """
+        G_hat = G.to(torch.float64, copy=True)
+        trace = float(G_hat.diagonal().sum())
+        G_hat.mul_(1.0 / trace if trace >= self.norm_eps else 0.0)
+        G_hat.diagonal().add_(self.reg_eps)
+        return G_hat
 
     def __repr__(self) -> str:
         max_iter = "" if self.max_iter is None else f", max_iter={self.max_iter}"
