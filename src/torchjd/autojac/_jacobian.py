@@ -1,10 +1,9 @@
-"""The rows of a Jacobian, computed as batched vector-Jacobian products (autograd batching).
+"""The rows of a Jacobian, computed as vector-Jacobian products batched with ``torch.vmap``.
 
 The Jacobian of ``outputs`` with respect to ``inputs`` is pulled back from an initial Jacobian
 (the *seeds*): each row of the result is ``seed_row · ∂outputs/∂inputs``. Rows are computed in
-chunks of ``parallel_chunk_size``; a chunk of several rows is one batched call of
-``torch.autograd.grad`` (``is_grads_batched=True``, autograd's own vmap), a single row is a plain
-call.
+chunks of ``parallel_chunk_size``; a chunk of several rows is one call of ``torch.autograd.grad``
+under ``torch.vmap``, a single row is a plain call.
 
 The result is kept as row blocks (one per call), never concatenated here: the consumers (the
 Gramian, the aggregation, ``.jac``) either work block by block or copy each block once.
@@ -249,28 +248,27 @@ class _RowComputer:
         If vmap fails, return the row ``start`` computed without vmap instead (and warn).
         """
         outputs, seeds = self.seeds.chunk(start, stop)
+        unused: list[int] = []
+
+        def vjp(*grad_outputs: Tensor) -> tuple[Tensor, ...]:
+            grads = torch.autograd.grad(
+                outputs, self.inputs, grad_outputs, retain_graph=True, allow_unused=True
+            )
+            unused[:] = [i for i, grad in enumerate(grads) if grad is None]
+            return tuple(grad for grad in grads if grad is not None)
+
         try:
-            with warnings.catch_warnings():
-                # Backward formulas without a batching rule fall back to a (correct) loop.
-                warnings.filterwarnings("ignore", message=".*performance drop.*")
-                # `is_grads_batched` (autograd's own batching) rather than `torch.vmap` around
-                # `autograd.grad`: measured 2.7 times faster for a CNN (IWRM, batch 64), 8%
-                # faster for a transformer, the same for an MLP.
-                grads = torch.autograd.grad(
-                    outputs,
-                    self.inputs,
-                    seeds,
-                    retain_graph=True,
-                    allow_unused=True,
-                    is_grads_batched=True,
-                )
+            results = iter(torch.vmap(vjp)(*seeds))
         except Exception as error:
-            # Not necessarily the batching's fault: one plain row tells. If it fails too, its
-            # error is the one to report; if it works, the batching was the problem.
+            # Not necessarily vmap's fault: one plain row tells. If it fails too, its error is
+            # the one to report; if it works, vmap was the problem.
             first = self._row(start, retain_graph=True)
             _warn_fallback(error)
             return first
-        self._add_block(start, list(grads))
+        skipped = set(unused)
+        self._add_block(
+            start, [None if i in skipped else next(results) for i in range(len(self.inputs))]
+        )
         return None
 
 
