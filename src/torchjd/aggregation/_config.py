@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
 from torchjd.linalg import Matrix
 from torchjd.linalg._matrix import compute_gramian
+from torchjd.linalg._sym2 import pinv2
 
 from ._aggregator_bases import Aggregator
 from ._constant import ConstantWeighting
@@ -12,6 +15,7 @@ from ._sum import SumWeighting
 from ._utils.checks import check_length
 from ._utils.non_differentiable import NonDifferentiable
 from ._utils.pref_vector import pref_vector_to_weighting
+from ._utils.small import use_python_floats
 from ._utils.str import pref_suffix
 
 # The pseudo-inverse has no half-precision kernels; such matrices are solved in float32.
@@ -62,6 +66,26 @@ def _negligible_squared_norm(unit_gramian: Tensor, pref: Tensor) -> Tensor:
     return torch.where(trace > 0, threshold / torch.where(trace > 0, trace, 1.0), threshold)
 
 
+def _two_objectives(gramian: Tensor, pref: Tensor) -> Tensor:
+    """:func:`_config_weights` for a ``[2, 2]`` Gramian, in Python floats (see ``_sym2``)."""
+    (a, b), (_, c) = gramian.tolist()
+    w = pref.tolist()
+    eps = torch.finfo(gramian.dtype).eps
+    inverse = [1.0 / math.sqrt(x) if x > 0.0 else 0.0 for x in (a, c)]
+    # torch.linalg.pinv(hermitian=True)'s default tolerance, with the Gramian's precision.
+    p, q, r = pinv2(
+        a * inverse[0] ** 2, b * inverse[0] * inverse[1], c * inverse[1] ** 2, rtol=2 * eps
+    )
+    y = [inverse[0] * (p * w[0] + q * w[1]), inverse[1] * (q * w[0] + r * w[1])]
+    g_y = [a * y[0] + b * y[1], b * y[0] + c * y[1]]
+    squared_norm = y[0] * g_y[0] + y[1] * g_y[1]
+    trace = a * inverse[0] ** 2 + c * inverse[1] ** 2
+    threshold = 2 * eps * (w[0] * w[0] + w[1] * w[1])
+    negligible = threshold / trace if trace > 0.0 else threshold
+    scale = (g_y[0] + g_y[1]) / squared_norm if squared_norm > negligible else 0.0
+    return torch.tensor([y[0] * scale, y[1] * scale], dtype=gramian.dtype, device=gramian.device)
+
+
 class ConFIG(NonDifferentiable, Aggregator):
     """Moves along the direction that has the same (preference-weighted) cosine with every row
     (Conflict-Free Inverse Gradients), scaled by the sum of the projections of the rows.
@@ -105,7 +129,11 @@ class ConFIG(NonDifferentiable, Aggregator):
         gramian = compute_gramian(work_matrix)
         # The preference weighting only uses the number of rows: giving it the [m, m] Gramian
         # rather than J avoids validating the large matrix a second time.
-        weights = _config_weights(gramian, self.pref_weighting(gramian).to(gramian.dtype))
+        pref = self.pref_weighting(gramian).to(gramian.dtype)
+        if gramian.shape[0] == 2 and use_python_floats(gramian):
+            weights = _two_objectives(gramian, pref)
+        else:
+            weights = _config_weights(gramian, pref)
         return weights.to(matrix.dtype) @ matrix
 
     def __repr__(self) -> str:

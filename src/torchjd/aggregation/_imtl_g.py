@@ -1,10 +1,15 @@
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
+from torchjd.linalg._sym2 import pinv2
+
 from ._aggregator_bases import GramianWeightedAggregator
 from ._utils.non_differentiable import NonDifferentiable
+from ._utils.small import use_python_floats
 from ._weighting_bases import _GramianWeighting
 
 _SUM_EPS = 1e-12
@@ -31,6 +36,8 @@ class IMTLGWeighting(NonDifferentiable, _GramianWeighting):
     """
 
     def forward(self, stat: Tensor, /) -> Tensor:
+        if stat.shape[0] == 2 and use_python_floats(stat):
+            return _two_objectives(stat)
         norms = stat.diagonal().sqrt()
         v = torch.linalg.pinv(stat) @ norms
         v_sum = v.sum()
@@ -38,6 +45,18 @@ class IMTLGWeighting(NonDifferentiable, _GramianWeighting):
         is_zero = v_sum.abs() < _SUM_EPS
         safe_sum = torch.where(is_zero, torch.ones_like(v_sum), v_sum)
         return torch.where(is_zero, torch.zeros_like(v), v / safe_sum)
+
+
+def _two_objectives(stat: Tensor) -> Tensor:
+    """The same weights for a ``[2, 2]`` Gramian, in Python floats (see ``_sym2``)."""
+    (a, b), (_, c) = stat.tolist()
+    # torch.linalg.pinv's default tolerance, with the precision of the Gramian's dtype.
+    p, q, r = pinv2(a, b, c, rtol=2 * torch.finfo(stat.dtype).eps)
+    norms = [math.sqrt(x) if x >= 0.0 else math.nan for x in (a, c)]
+    v = [p * norms[0] + q * norms[1], q * norms[0] + r * norms[1]]
+    total = v[0] + v[1]
+    weights = [0.0, 0.0] if abs(total) < _SUM_EPS else [v[0] / total, v[1] / total]
+    return torch.tensor(weights, dtype=stat.dtype, device=stat.device)
 
 
 class IMTLG(NonDifferentiable, GramianWeightedAggregator):

@@ -4,9 +4,11 @@ import numpy as np
 import pytest
 import torch
 from torch import Tensor
+from torch.testing import assert_close
 
 from settings import DEVICE, DTYPE
 from torchjd.aggregation import ConFIG
+from torchjd.aggregation._config import _config_weights, _two_objectives
 from utils.tensors import randn_, tensor_, zeros_
 
 J_BASE = [[-4.0, 1.0, 1.0], [6.0, 1.0, 1.0]]
@@ -166,3 +168,27 @@ def test_nearly_balanced_opposite_rows_are_not_zeroed() -> None:
     # b = −0.005 u (least squares on [u; −u] b = [1, 1.01]), so û = −u with u the unit direction,
     # and the length is the sum of the projections on û: −2‖d‖ + 0.5‖d‖. The update is 1.5 d.
     torch.testing.assert_close(result, 1.5 * direction, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize(
+    "J",
+    [
+        [[-4.0, 1.0, 1.0], [6.0, 1.0, 1.0]],
+        [[1.0, 2.0, 3.0], [2.0, 4.0, 6.0]],  # linearly dependent rows
+        [[1.0, 0.0, 0.0], [-1.0, 0.0, 0.0]],  # opposite rows: b = 0
+        [[0.0, 0.0, 0.0], [1.0, 2.0, 0.0]],  # a zero row
+        [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]],
+        [[3e-8, 1e-8, 0.0], [1e-8, 2e-8, 1e-8]],
+    ],
+)
+@pytest.mark.parametrize("pref", [[1.0, 1.0], [0.2, 3.0]])
+def test_two_objectives_in_closed_form_match_the_tensor_path(
+    J: list[list[float]], pref: list[float]
+) -> None:
+    """With two objectives (on the CPU, without autograd), the weights are computed in closed
+    form on Python floats: they are those of the tensor path, in float64."""
+    matrix = torch.tensor(J, dtype=torch.float64)
+    gramian = matrix @ matrix.T
+    w = torch.tensor(pref, dtype=torch.float64)
+    expected = _config_weights(gramian, w)
+    assert_close(_two_objectives(gramian, w), expected, atol=1e-12, rtol=1e-10)

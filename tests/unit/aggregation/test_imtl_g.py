@@ -91,3 +91,25 @@ def test_repr_and_str() -> None:
     assert repr(IMTLG()) == "IMTLG()"
     assert str(IMTLG()) == "IMTLG"
     assert repr(IMTLGWeighting()) == "IMTLGWeighting()"
+
+
+@pytest.mark.parametrize(
+    "J",
+    [
+        [[-4.0, 1.0, 1.0], [6.0, 1.0, 1.0]],
+        [[1.0, 2.0, 3.0], [2.0, 4.0, 6.0]],  # linearly dependent rows
+        [[1.0, 0.0, 0.0], [-1.0, 0.0, 0.0]],  # opposite rows: the weights sum to 0
+        [[0.0, 0.0, 0.0], [1.0, 2.0, 0.0]],  # a zero row
+        [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]],
+        [[3e-8, 1e-8, 0.0], [1e-8, 2e-8, 1e-8]],
+    ],
+)
+def test_two_objectives_in_closed_form_match_the_tensor_path(J: list[list[float]]) -> None:
+    """With two objectives (on the CPU, without autograd), the weights are computed in closed
+    form on Python floats: they are those of the tensor path (pinv), in float64."""
+    gramian = torch.tensor(J, dtype=torch.float64) @ torch.tensor(J, dtype=torch.float64).T
+    closed_form = IMTLGWeighting()(_psd(gramian))
+    norms = gramian.diagonal().sqrt()
+    v = torch.linalg.pinv(gramian) @ norms
+    expected = v / v.sum() if float(v.sum().abs()) >= 1e-12 else torch.zeros(2, dtype=torch.float64)
+    assert_close(closed_form, expected, atol=1e-12, rtol=1e-10)
