@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import math
 from typing import Any, Literal, cast, get_args
 
 import torch
@@ -7,10 +8,12 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from torchjd.linalg import PSDMatrix
+from torchjd.linalg._sym2 import eigh2
 
 from ._aggregator_bases import GramianWeightedAggregator
 from ._mean import MeanWeighting
 from ._utils.pref_vector import pref_vector_to_weighting
+from ._utils.small import use_python_floats
 from ._utils.str import pref_suffix
 from ._weighting_bases import _GramianWeighting
 
@@ -109,6 +112,33 @@ def _balance_matrix(gramian: Tensor, scale_mode: ScaleMode) -> Tensor:
     return torch.where(rank > 0, balance, identity)
 
 
+def _two_objectives(gramian: Tensor, preference: Tensor, scale_mode: ScaleMode) -> Tensor:
+    """``B u`` for a ``[2, 2]`` Gramian, in Python floats (see ``_sym2``)."""
+    (a, b), (_, c) = gramian.tolist()
+    values, vectors = eigh2(a, b, c)
+    threshold = values[1] * 2 * torch.finfo(gramian.dtype).eps  # as in `_kept`, with m = 2
+    kept = [
+        (value, vector) for value, vector in zip(values, vectors, strict=True) if value > threshold
+    ]
+    u = preference.tolist()
+    if not kept:
+        return preference.clone()  # B = I
+    kept_values = [value for value, _ in kept]  # ascending
+    if scale_mode == "min":
+        scale = kept_values[0]
+    elif scale_mode == "median":
+        scale = kept_values[(len(kept) - 1) // 2]
+    else:
+        scale = sum(kept_values) / len(kept)
+    w = [0.0, 0.0]
+    for value, (x, y) in kept:
+        # sqrt(s) λ^{-1/2} (v vᵀ) u
+        factor = math.sqrt(scale / value) * (x * u[0] + y * u[1])
+        w[0] += factor * x
+        w[1] += factor * y
+    return torch.tensor(w, dtype=gramian.dtype, device=gramian.device)
+
+
 class AlignedMTLWeighting(_GramianWeighting):
     """Weights that make the rows orthogonal with a common norm, then apply the preference.
 
@@ -146,6 +176,8 @@ class AlignedMTLWeighting(_GramianWeighting):
 
     def forward(self, stat: PSDMatrix, /) -> Tensor:
         preference = self.weighting(stat)
+        if stat.shape[0] == 2 and use_python_floats(stat) and not preference.requires_grad:
+            return _two_objectives(stat, preference, self.scale_mode)
         return _balance_matrix(stat, self.scale_mode) @ preference
 
 

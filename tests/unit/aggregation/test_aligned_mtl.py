@@ -11,7 +11,7 @@ from torch.testing import assert_close
 
 from settings import DEVICE, DTYPE
 from torchjd.aggregation import AlignedMTL, AlignedMTLWeighting
-from torchjd.aggregation._aligned_mtl import ScaleMode
+from torchjd.aggregation._aligned_mtl import ScaleMode, _balance_matrix, _two_objectives
 from torchjd.linalg import PSDMatrix
 from utils.tensors import ones_, randn_, tensor_, zeros_
 
@@ -198,3 +198,28 @@ def test_repr_and_str() -> None:
         f"AlignedMTL(pref_vector={pref!r}, scale_mode='rmse')"
     )
     assert str(AlignedMTL(pref_vector=pref)) == "AlignedMTL([1., 2.])"
+
+
+@pytest.mark.parametrize(
+    "J",
+    [
+        [[-4.0, 1.0, 1.0], [6.0, 1.0, 1.0]],
+        [[1.0, 2.0, 3.0], [2.0, 4.0, 6.0]],  # rank 1
+        [[1.0, 0.0, 0.0], [0.0, 2.0, 0.0]],  # orthogonal rows
+        [[0.0, 0.0, 0.0], [1.0, 2.0, 0.0]],  # a zero row
+        [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]],  # rank 0: B = I
+        [[3e-8, 1e-8, 0.0], [1e-8, 2e-8, 1e-8]],
+    ],
+)
+@pytest.mark.parametrize("scale_mode", ["min", "median", "rmse"])
+@pytest.mark.parametrize("pref", [[0.5, 0.5], [0.2, 3.0]])
+def test_two_objectives_in_closed_form_match_the_tensor_path(
+    J: list[list[float]], scale_mode: ScaleMode, pref: list[float]
+) -> None:
+    """With two objectives (on the CPU, without autograd), the weights are computed in closed
+    form on Python floats: they are those of the tensor path (eigh), in float64."""
+    matrix = torch.tensor(J, dtype=torch.float64)
+    gramian = matrix @ matrix.T
+    u = torch.tensor(pref, dtype=torch.float64)
+    expected = _balance_matrix(gramian, scale_mode) @ u
+    assert_close(_two_objectives(gramian, u, scale_mode), expected, atol=1e-12, rtol=1e-10)
