@@ -67,14 +67,9 @@ def test_a_new_public_name_without_docs_is_reported() -> None:
 
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
-NOT_EXAMPLES = {"demo.py"}  # the main job (`make demo`), described in the README
 
 
 def test_every_example_has_a_page() -> None:
-    scripts = sorted(
-        path.stem
-        for path in EXAMPLES.glob("*.py")
-        if path.name not in NOT_EXAMPLES and not path.name.startswith("_")
-    )
+    scripts = sorted(path.stem for path in EXAMPLES.glob("*.py") if not path.name.startswith("_"))
     pages = {path.stem for path in (DOCS / "examples").glob("*.rst")}
     assert [script for script in scripts if script not in pages] == []
