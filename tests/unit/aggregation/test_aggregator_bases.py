@@ -17,6 +17,7 @@ from torchjd.aggregation import (
     UPGradWeighting,
     WeightedAggregator,
 )
+from torchjd.aggregation._utils.checks import _all_finite_on_host
 from utils.tensors import tensor_
 
 NAN = float("nan")
@@ -97,3 +98,19 @@ def test_shape_only_shortcut_still_runs_the_weighting_hooks(aggregator: Weighted
     finally:
         handle.remove()
     assert len(seen) == 1
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        (torch.tensor([True, False]), True),
+        (torch.tensor([1, 2**62]), True),
+        (torch.tensor([1e30, 3e38]), True),  # x·x overflows: the exact check decides
+        (torch.tensor([1.0, NAN]), False),
+        (torch.tensor([1.0, -INF], dtype=torch.float16), False),
+        (torch.tensor([1 + 1j, 2j]), True),
+        (torch.tensor([complex(NAN, 0.0), 2j]), False),
+    ],
+)
+def test_finite_check_of_any_dtype(values: Tensor, expected: bool) -> None:
+    assert _all_finite_on_host(values) is expected
