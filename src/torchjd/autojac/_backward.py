@@ -72,11 +72,11 @@ def backward(
             of a breadth-first walk of the graph from the ``grad_fn`` of each tensor, in order.
         retain_graph: Keep the graph after the call, so that it can be differentiated again.
         parallel_chunk_size: The number of rows computed in one batched (``torch.vmap``) call.
-            ``None`` lets the library choose: chunks of 16 rows, which measured faster on the
-            CPU than all rows at once (whose batched intermediates no longer fit in cache) and
-            use less memory. ``1`` uses no vmap at all (slower, less memory). If vmap fails
-            (an operation of the model without batching rule, for example), the rows are
-            computed one by one, with a warning.
+            ``None`` lets the library choose: on the CPU, chunks of 16 rows, which measured
+            faster than all rows at once (whose batched intermediates no longer fit in cache) and
+            use less memory; on accelerators, all rows at once. ``1`` uses no vmap at all
+            (slower, less memory). If vmap fails (an operation of the model without batching
+            rule, for example), the rows are computed one by one, with a warning.
         aggregator: Another name for ``A``.
         jac_tensors: The Jacobians to pull back instead of the identity, one per tensor, of shape
             ``[k, *tensor.shape]`` with the same ``k``: the result is ``jac_tensors ·

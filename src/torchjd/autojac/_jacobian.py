@@ -134,11 +134,12 @@ class Jacobian:
         return Jacobian(inputs, rows, [0], [[matrix] for matrix in matrices])
 
 
-# The rows per batched call when `parallel_chunk_size` is None. Larger batches are slower on the
-# CPU, their intermediate tensors no longer fitting in cache (IWRM steps of the benchmark's models:
-# all 64 rows at once / chunks of 16: CNN 1143 / 635 ms, transformer 1643 / 730 ms; MLP with 128
-# rows 73 / 67 ms), and chunks also bound the memory of the batched backward.
-DEFAULT_CHUNK_SIZE = 16
+# The rows per batched call on the CPU when `parallel_chunk_size` is None. Larger batches are
+# slower there, their intermediate tensors no longer fitting in cache (IWRM steps of the
+# benchmark's models: all 64 rows at once / chunks of 16: CNN 1143 / 635 ms, transformer 1643 /
+# 730 ms; MLP with 128 rows 73 / 67 ms), and chunks also bound the memory of the batched backward.
+# Accelerators, which need large batches to be busy, get all the rows at once.
+CPU_CHUNK_SIZE = 16
 
 
 def compute_jacobian(
@@ -163,7 +164,10 @@ def compute_jacobian(
     retained = [(t, t.grad) for t in inputs if not t.is_leaf and t.retains_grad]
     computer = _RowComputer(seeds, inputs)
     try:
-        for kind, start, stop in _plan(m, parallel_chunk_size or DEFAULT_CHUNK_SIZE, retain_graph):
+        chunk_size = parallel_chunk_size or (
+            CPU_CHUNK_SIZE if inputs[0].device.type == "cpu" else m
+        )
+        for kind, start, stop in _plan(m, chunk_size, retain_graph):
             if kind == "rows":
                 computer.rows(start, stop, free_at_end=(stop == m and not retain_graph))
             else:
