@@ -12,6 +12,7 @@ mpl.use("Agg")  # files only: no display needed, and no GUI backend is picked up
 import matplotlib.pyplot as plt
 import torch
 from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 from torch import Tensor
 
 from .experiment import MethodResult
@@ -99,14 +100,7 @@ def loss_figure(results: Mapping[str, MethodResult], path: FilePath, title: str)
         curves = torch.stack([r.losses for r in result.runs["autogram"]])
         _band(ax, curves, f"{method} (lr {result.lr:.3g})")
     ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel("mean batch loss (before the step)")
-    ax.set_title(title)
-    ax.legend()
-    ax.grid(alpha=0.3, which="both")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, ax, path, title, "mean batch loss (before the step)")
 
 
 def cosine_figure(results: Mapping[str, MethodResult], path: FilePath, title: str) -> None:
@@ -123,11 +117,17 @@ def cosine_figure(results: Mapping[str, MethodResult], path: FilePath, title: st
             continue
         cosines = [r.cosines for r in result.runs["autogram"] if r.cosines is not None]
         _band(ax, torch.stack(cosines), method)
+    _save(fig, ax, path, title, "cosine(update, mean gradient)")
+
+
+def _save(fig: Figure, ax: Axes, path: FilePath, title: str, ylabel: str) -> None:
+    """Label the per-step axes, write the figure as PNG and close it."""
     ax.set_xlabel("step")
-    ax.set_ylabel("cosine(update, mean gradient)")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend()
-    ax.grid(alpha=0.3)
+    # On a log scale, the minor grid lines mark the values between the decades.
+    ax.grid(alpha=0.3, which="both" if ax.get_yscale() == "log" else "major")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -7,14 +7,14 @@ from torch import Tensor, nn
 
 from torchjd.aggregation import Aggregator, GramianWeightedAggregator, WeightedAggregator, Weighting
 from torchjd.aggregation._aggregator_bases import _ThroughGramian
-from torchjd.aggregation._utils.checks import check_weights
+from torchjd.aggregation._utils.checks import all_finite, check_weights
 from torchjd.aggregation._utils.hooks import has_forward_hooks
 from torchjd.aggregation._utils.non_differentiable import NonDifferentiable
 from torchjd.linalg import PSDMatrix
 
 from ._accumulation import accumulate_grad
 from ._jacobian import Jacobian
-from ._non_finite import all_finite, nan_where_not, nans
+from ._non_finite import nan_where_not, nans
 
 
 def exact_gramian_weighting(aggregator: Aggregator) -> Weighting[PSDMatrix] | None:

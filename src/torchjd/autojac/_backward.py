@@ -15,15 +15,12 @@ from ._aggregate import (
     gramian_of,
     weights_from_gramian,
 )
-from ._graph import graph_leaves
 from ._inputs import (
     check_bool,
     check_can_store,
     check_chunk_size,
-    check_have_grad_fn,
-    check_require_grad,
     checked_seeds,
-    iterable_to_list,
+    requested_inputs,
     resolve_aggregator,
     unique,
 )
@@ -110,12 +107,7 @@ def backward(
     chunk_size = check_chunk_size(parallel_chunk_size)
     retain = check_bool(retain_graph, "retain_graph")
     outputs, seeds = checked_seeds(tensors, jac_tensors, "tensors", "jac_tensors")
-    if inputs is None:
-        check_have_grad_fn(outputs, "tensors", "inputs")
-        input_list = graph_leaves(outputs)
-    else:
-        input_list = unique(iterable_to_list(inputs, "inputs"))
-        check_require_grad(input_list, "inputs")
+    input_list = unique(requested_inputs(inputs, outputs, "tensors"))
     check_can_store(input_list, "inputs", "grad" if resolved is not None else "jac")
     if resolved is not None:
         check_aggregable(seeds.rows, input_list, "tensors", "inputs")

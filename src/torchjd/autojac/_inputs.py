@@ -6,12 +6,13 @@ the template of ``torchjd.aggregation``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from torch import Tensor
 
 from torchjd.aggregation import Aggregator
 
+from ._graph import graph_leaves
 from ._jacobian import Seeds
 
 
@@ -24,14 +25,7 @@ def as_tensor_list(value: object, name: str) -> list[Tensor]:
             f"Parameter `{name}` should be a Tensor or a sequence of Tensors. "
             f"Found type {type(value).__name__}."
         )
-    items = list(value)
-    for i, item in enumerate(items):
-        if not isinstance(item, Tensor):
-            raise TypeError(
-                f"Parameter `{name}` should only contain Tensors. "
-                f"Found `{name}[{i}]` of type {type(item).__name__}."
-            )
-    return items
+    return _only_tensors(list(value), name, lambda i: f"`{name}[{i}]`")
 
 
 def iterable_to_list(value: object, name: str) -> list[Tensor]:
@@ -43,14 +37,32 @@ def iterable_to_list(value: object, name: str) -> list[Tensor]:
             f"Parameter `{name}` should be an iterable of Tensors (for example "
             f"`model.parameters()`). Found type {type(value).__name__}."
         )
-    items = list(value)
+    return _only_tensors(list(value), name, lambda i: f"item {i}")
+
+
+def _only_tensors(items: list[object], name: str, where: Callable[[int], str]) -> list[Tensor]:
+    """Return ``items``, or raise a ``TypeError`` naming (with ``where``) the first non-tensor."""
+    tensors: list[Tensor] = []
     for i, item in enumerate(items):
         if not isinstance(item, Tensor):
             raise TypeError(
                 f"Parameter `{name}` should only contain Tensors. "
-                f"Found item {i} of type {type(item).__name__}."
+                f"Found {where(i)} of type {type(item).__name__}."
             )
-    return items
+        tensors.append(item)
+    return tensors
+
+
+def requested_inputs(inputs: object, outputs: list[Tensor], outputs_name: str) -> list[Tensor]:
+    """The ``inputs`` given (checked to require grad, repeats kept), or by default the leaves of
+    the graph of ``outputs`` that require grad.
+    """
+    if inputs is None:
+        check_have_grad_fn(outputs, outputs_name, "inputs")
+        return graph_leaves(outputs)
+    requested = iterable_to_list(inputs, "inputs")
+    check_require_grad(requested, "inputs")
+    return requested
 
 
 def unique(tensors: Iterable[Tensor]) -> list[Tensor]:

@@ -4,14 +4,11 @@ from collections.abc import Iterable, Sequence
 
 from torch import Tensor
 
-from ._graph import graph_leaves
 from ._inputs import (
     check_bool,
     check_chunk_size,
-    check_have_grad_fn,
-    check_require_grad,
     checked_seeds,
-    iterable_to_list,
+    requested_inputs,
     unique,
 )
 from ._jacobian import compute_jacobian
@@ -65,12 +62,7 @@ def jac(
     chunk_size = check_chunk_size(parallel_chunk_size)
     retain = check_bool(retain_graph, "retain_graph")
     output_list, seeds = checked_seeds(outputs, jac_outputs, "outputs", "jac_outputs")
-    if inputs is None:
-        check_have_grad_fn(output_list, "outputs", "inputs")
-        requested = graph_leaves(output_list)
-    else:
-        requested = iterable_to_list(inputs, "inputs")
-        check_require_grad(requested, "inputs")
+    requested = requested_inputs(inputs, output_list, "outputs")
     distinct = unique(requested)
     if not distinct:
         return ()

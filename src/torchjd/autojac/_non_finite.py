@@ -12,18 +12,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from torchjd.aggregation._utils.checks import _all_finite_on_host
-
-
-def all_finite(tensor: Tensor) -> bool | Tensor:
-    """Whether every entry of ``tensor`` is finite: a ``bool`` on the CPU, where reading it is
-    free, and a 0-d boolean tensor that the host never reads on an accelerator.
-    """
-    if tensor.device.type == "cpu":
-        return _all_finite_on_host(tensor)
-    low, high = torch.aminmax(tensor)  # both propagate NaN and show infinities
-    return torch.isfinite(low) & torch.isfinite(high)
-
 
 def nan_where_not(finite: Tensor, result: Tensor) -> Tensor:
     """``result`` where ``finite`` (a 0-d boolean tensor) holds, NaN everywhere otherwise."""

@@ -276,11 +276,6 @@ class _SetSystems:
         return x.scatter_(1, order, solution)
 
 
-def _solve_on_sets(M: Tensor, rhs: Tensor, S: Tensor) -> Tensor:
-    """Solve ``M_SS x_S = rhs_S`` for each row (``x = 0`` off ``S``); see :class:`_SetSystems`."""
-    return _SetSystems(M).solve(rhs, S)
-
-
 def _pad_with_identity(matrices: Tensor, keep: Tensor) -> Tensor:
     """Zero the rows and columns of ``matrices`` off ``keep`` and put ones on their diagonal.
 

@@ -37,8 +37,8 @@ def _project_one(u: list[float], G: list[list[float]], scale: float, max_iter: i
     free = [False] * m
     best, budget = m + 1, _FULL_EXCHANGE_BUDGET
     for _ in range(max_iter + 1):
-        support = [i for i in range(m) if free[i]]
-        y = [c[j] + sum(G[j][i] * z[i] for i in support) for j in range(m)]
+        free_indices = [i for i in range(m) if free[i]]
+        y = [c[j] + sum(G[j][i] * z[i] for i in free_indices) for j in range(m)]
         tol = scale * max(u_max, max(abs(x) for x in z))
         violators = [j for j in range(m) if (z[j] * G[j][j] < -tol if free[j] else y[j] < -tol)]
         if not violators:

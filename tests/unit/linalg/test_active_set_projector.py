@@ -405,6 +405,6 @@ def test_complement_form_matches_direct_form(name: str) -> None:
     assert active_set._CompactSolver(G_hat, well_conditioned=False).H is None
     F = z > 0
     assert bool((2 * F.sum(dim=1) > m).any())  # the complement form is used
-    direct = active_set._solve_on_sets(G_hat, -c, F)
+    direct = active_set._SetSystems(G_hat).solve(-c, F)
     torch.testing.assert_close(solver(U, c, F), direct, rtol=1e-9, atol=1e-12)
     torch.testing.assert_close(z, direct, rtol=1e-9, atol=1e-12)

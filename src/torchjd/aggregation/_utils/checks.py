@@ -49,6 +49,22 @@ def _all_finite_on_host(tensor: Tensor) -> bool:
     return bool(torch.isfinite(tensor).all())
 
 
+def all_finite(tensor: Tensor) -> bool | Tensor:
+    """Whether every entry of ``tensor`` is finite: a ``bool`` on the CPU, where reading it is
+    free, and a 0-d boolean tensor that the host never reads on an accelerator.
+    """
+    if tensor.device.type == "cpu":
+        return _all_finite_on_host(tensor)
+    return _finite_flag(tensor)
+
+
+def _finite_flag(tensor: Tensor) -> Tensor:
+    """A 0-d boolean tensor: whether every entry of ``tensor`` is finite (no host read)."""
+    # min and max propagate NaN and show infinities, and cannot overflow.
+    low, high = torch.aminmax(tensor.detach())
+    return torch.isfinite(low) & torch.isfinite(high)
+
+
 def check_weights(weights: Tensor, source: object) -> None:
     """Check that a weighting returned finite weights from finite input (else it is a bug)."""
     message = f"{type(source).__name__} returned non-finite weights from a finite Gramian."
@@ -73,9 +89,7 @@ def check_finite(tensor: Tensor, name: str, *, blocking: bool = False) -> None:
         if not _all_finite_on_host(tensor.cpu()):
             raise ValueError(message)
     else:
-        # min and max propagate NaN and show infinities, and cannot overflow.
-        low, high = torch.aminmax(tensor.detach())
-        device_assert(torch.isfinite(low) & torch.isfinite(high), message)
+        device_assert(_finite_flag(tensor), message)
 
 
 # True while the values of the data being processed are known to be checked (before or after):
