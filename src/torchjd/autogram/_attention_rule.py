@@ -104,15 +104,18 @@ class AttentionRule(Rule):
         ids = {id(p) for p in call.params}
         rows, slots = f.out_grad.shape[:2]
         gramian = f.out_grad.new_zeros(rows * slots, rows * slots)
+        # A bias is counted with its weight when both are differentiated (see linear_gramian).
+        in_bias = module.in_proj_bias is not None and id(module.in_proj_bias) in ids
         if id(module.in_proj_weight) in ids:
             for x, g in zip(f.inputs, f.grads, strict=True):
-                gramian += linear_gramian(x, g)
-        if module.in_proj_bias is not None and id(module.in_proj_bias) in ids:
+                gramian += linear_gramian(x, g, bias=in_bias)
+        elif in_bias:
             for g in f.grads:
                 gramian += sum_gramian(g)
+        out_bias = module.out_proj.bias is not None and id(module.out_proj.bias) in ids
         if id(module.out_proj.weight) in ids:
-            gramian += linear_gramian(f.attended, f.out_grad)
-        if module.out_proj.bias is not None and id(module.out_proj.bias) in ids:
+            gramian += linear_gramian(f.attended, f.out_grad, bias=out_bias)
+        elif out_bias:
             gramian += sum_gramian(f.out_grad)
         return gramian
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from torchjd.linalg._matrix import gram
+
 from ._batching import Batching
 from ._call import Call, Rule
 from ._linear_rules import first_input, only_grad, selected
@@ -70,8 +72,7 @@ class EmbeddingRule(Rule):
         if largest >= slots:  # Padded blocks would cost as much as the dense product.
             dense = gs.new_zeros(rows, slots, n_groups, width)
             dense[:, samples[order], group] = sums[:, order]
-            flat = dense.reshape(n_objectives, -1)
-            return flat @ flat.T
+            return gram(dense.reshape(n_objectives, -1))
         starts = torch.cumsum(counts, dim=0) - counts
         position = torch.arange(n_pairs, device=device) - starts[group]
         table = torch.full((n_groups, largest), n_pairs, device=device, dtype=torch.long)

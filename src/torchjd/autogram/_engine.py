@@ -13,6 +13,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
+from torchjd.linalg._matrix import add_gram_
+
 from ._batching import Batching
 from ._call import Call
 from ._gramian_shape import generalize, rows_to_output
@@ -327,7 +329,7 @@ class Engine:
             for param, jacobian in call.rule.jacobians(call, call_grads, batching):
                 flat = jacobian.reshape(n_rows, -1).to(gramian.dtype)
                 if uses[id(param)] == 1:
-                    gramian.addmm_(flat, flat.T)
+                    add_gram_(gramian, flat)
                 else:
                     previous = shared.get(id(param))
                     shared[id(param)] = flat if previous is None else previous + flat

@@ -65,11 +65,10 @@ class LinearRule(Rule):
             raise TypeError(f"LinearRule got a {type(module).__name__}.")
         xs, gs = self._factors(module, call, grads, batching)
         ids = {id(p) for p in call.params}
-        gramian = linear_gramian(xs, gs) if id(module.weight) in ids else None
-        if module.bias is not None and id(module.bias) in ids:
-            bias_gramian = sum_gramian(gs)
-            gramian = bias_gramian if gramian is None else gramian + bias_gramian
-        return gramian
+        with_bias = module.bias is not None and id(module.bias) in ids
+        if id(module.weight) in ids:
+            return linear_gramian(xs, gs, bias=with_bias)
+        return sum_gramian(gs) if with_bias else None
 
     @staticmethod
     def _factors(

@@ -11,6 +11,7 @@ from torchjd.aggregation._utils.checks import all_finite, check_weights
 from torchjd.aggregation._utils.hooks import has_forward_hooks
 from torchjd.aggregation._utils.non_differentiable import NonDifferentiable
 from torchjd.linalg import PSDMatrix
+from torchjd.linalg._matrix import add_gram_
 
 from ._accumulation import accumulate_grad
 from ._jacobian import Jacobian
@@ -62,7 +63,7 @@ def gramian_of(jacobian: Jacobian) -> Tensor:
         ]
         if len(flats) == 1:
             if flats[0] is not None:
-                gramian.addmm_(flats[0], flats[0].T)
+                add_gram_(gramian, flats[0])
             continue
         for k, (fk, (ak, bk)) in enumerate(zip(flats, ranges, strict=True)):
             if fk is None:

@@ -25,3 +25,7 @@ class DualConeProjector(ABC):
 
         Returns a tensor of the shape of ``U``.
         """
+
+
+class ProjectionError(RuntimeError):
+    """Raised when a dual-cone projection does not converge or has no unique solution."""

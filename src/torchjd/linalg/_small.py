@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import math
 
-from ._active_set import _FULL_EXCHANGE_BUDGET, _TOL_FACTOR, ProjectionError
+from ._active_set import _FULL_EXCHANGE_BUDGET, _TOL_FACTOR
+from ._dual_cone import ProjectionError
 
 MAX_SMALL_M = 8
 _EPS = 2.0**-52  # float64

@@ -135,6 +135,27 @@ def test_linear_gramian_forms(n_rows: int, n_slots: int, n_positions: int, d: in
     assert_gramians_close(linear_gramian(a, g), jacobian @ jacobian.T)
     sums = g.sum(dim=2).reshape(n_rows * n_slots, -1)
     assert_gramians_close(sum_gramian(g), sums @ sums.T)
+    # With the bias counted in (a constant input 1), in both forms.
+    with_bias = torch.cat([jacobian, sums], dim=1)
+    assert_gramians_close(linear_gramian(a, g, bias=True), with_bias @ with_bias.T)
+
+
+@pytest.mark.parametrize("frozen", ["weights", "biases", "none"])
+@pytest.mark.parametrize("positions", [1, 40])
+def test_weight_and_bias_are_counted_separately(frozen: str, positions: int) -> None:
+    """A Linear layer and an attention layer with only their biases or only their weights
+    trainable: the rules count each parameter on its own (ghost and materialised forms)."""
+    model = nn.Sequential(nn.Linear(4, 6), nn.MultiheadAttention(6, 2, batch_first=True))
+    model = model.to(device=DEVICE, dtype=DTYPE)
+    for name, p in model.named_parameters():
+        if frozen != "none" and frozen[:-1] in name:  # "weight" / "bias"
+            p.requires_grad_(False)
+    engine = Engine(model, batch_dim=0)
+    x = model[0](randn_(3, positions, 4))
+    out, _ = model[1](x, x, x, need_weights=False)
+    output = torch.tanh(out).sum(dim=(1, 2))
+    gramian = engine.compute_gramian(output)
+    assert_gramians_close(gramian, autograd_gramian(output, trainable(model)))
 
 
 @pytest.mark.parametrize("batch_first", [True, False])

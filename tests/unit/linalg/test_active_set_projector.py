@@ -8,6 +8,7 @@ from torch import Tensor
 
 import torchjd.linalg._active_set as active_set
 import torchjd.linalg._small as small_solver
+import torchjd.linalg._systems as systems
 from settings import DEVICE, DTYPE
 from torchjd.linalg import ActiveSetProjector
 from utils.qp_reference import gramian_norm_error, project_reference, regularized_gramian
@@ -193,13 +194,15 @@ def test_regularization_bounds_the_conflict() -> None:
 
 def test_conflict_free_rows_need_no_solve(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[int] = []
-    original = active_set._CompactSolver.__call__
+    original = systems.CompactSolver.__call__
 
-    def counting(self: active_set._CompactSolver, U: Tensor, c: Tensor, F: Tensor) -> Tensor:
+    def counting(
+        self: systems.CompactSolver, U: Tensor, c: Tensor, F: Tensor
+    ) -> tuple[Tensor, Tensor]:
         calls.append(F.shape[0])
         return original(self, U, c, F)
 
-    monkeypatch.setattr(active_set._CompactSolver, "__call__", counting)
+    monkeypatch.setattr(systems.CompactSolver, "__call__", counting)
     J = torch.rand(6, 4, generator=_generator(0), dtype=DTYPE)  # no conflict at all
     U = torch.eye(6, dtype=DTYPE) / 6
     V = project_dual_cone_cpu(U, J @ J.T)
@@ -398,13 +401,16 @@ def test_complement_form_matches_direct_form(name: str) -> None:
     G_hat = regularized_gramian(J @ J.T, 1e-4, 1e-4)
     U = torch.eye(m, dtype=torch.float64) / m
     c = U @ G_hat
-    solver = active_set._CompactSolver(G_hat, well_conditioned=True)
+    solver = systems.CompactSolver(G_hat, well_conditioned=True)
     assert solver.H is not None
     z, converged = active_set._pivot_compact(G_hat, c, U, 1000, well_conditioned=True)
     assert bool(converged.all())
-    assert active_set._CompactSolver(G_hat, well_conditioned=False).H is None
+    assert systems.CompactSolver(G_hat, well_conditioned=False).H is None
     F = z > 0
     assert bool((2 * F.sum(dim=1) > m).any())  # the complement form is used
-    direct = active_set._SetSystems(G_hat).solve(-c, F)
-    torch.testing.assert_close(solver(U, c, F), direct, rtol=1e-9, atol=1e-12)
+    direct = systems._SetSystems(G_hat).solve(-c, F)
+    z_complement, y_complement = solver(U, c, F)
+    torch.testing.assert_close(z_complement, direct, rtol=1e-9, atol=1e-12)
+    # The complement form gives y = G v without a product by G.
+    torch.testing.assert_close(y_complement, c + direct @ G_hat, rtol=1e-9, atol=1e-12)
     torch.testing.assert_close(z, direct, rtol=1e-9, atol=1e-12)

@@ -1,0 +1,155 @@
+"""The linear systems of the active-set projector: ``G_FF z_F = -c_F`` for many sets ``F``.
+
+On the CPU (:class:`CompactSolver`) each system is compacted to the size of the largest set and
+solved in the cheaper of two exact forms; on accelerators (:func:`solve_masked`) every system
+keeps the full ``[m, m]`` size, masked, so that no size is read back by the host.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from torchjd._device_assert import device_assert
+
+from ._dual_cone import ProjectionError
+
+
+class CompactSolver:
+    """Solves ``G_FF z_F = -c_F`` (``z = 0`` off ``F``) for many rows, on compacted systems, and
+    returns ``z`` with ``y = G z + c``.
+
+    Each row is solved in the cheaper of two exact forms. With few free variables, the system
+    ``G_FF`` itself. With many (in instance-wise training, most objectives conflict and free sets
+    hold ~90% of them), the complement ``B`` of ``F`` is small: with ``H = G⁻¹``, ``v = u + z``
+    solves ``(G v)_F = 0, v_B = u_B`` exactly when ``v = H_{:B} μ`` with ``H_BB μ = u_B``, a
+    system of size ``|B|`` instead of ``|F|`` (measured: 29 ms -> 5 ms for m = 128). That form
+    also gives ``y = G v = μ`` (zero on ``F``) without a product by ``G``.
+    """
+
+    def __init__(self, G: Tensor, well_conditioned: bool) -> None:
+        self.G = G
+        self.m = G.shape[0]
+        self.H: Tensor | None = None
+        self._direct = _SetSystems(G)
+        # An ill-conditioned G (reg_eps = 0) would make G⁻¹, and the complement form, inexact
+        # even where the direct systems G_FF are well-conditioned.
+        if well_conditioned:
+            L, info = torch.linalg.cholesky_ex(G)
+            if not bool(info):
+                self.H = torch.cholesky_inverse(L)
+                self._complement = _SetSystems(self.H)
+
+    def __call__(self, U: Tensor, c: Tensor, F: Tensor) -> tuple[Tensor, Tensor]:
+        H = self.H
+        if H is None:
+            z = self._direct.solve(-c, F)
+        else:
+            by_complement = 2 * F.sum(dim=-1) > self.m
+            n_complement = int(by_complement.sum())
+            if n_complement == F.shape[0]:  # the usual case in instance-wise training
+                mu = self._complement.solve(U, ~F)
+                return torch.where(F, mu @ H - U, 0.0), mu
+            if n_complement == 0:
+                z = self._direct.solve(-c, F)
+            else:
+                z = torch.empty_like(U)
+                direct = ~by_complement
+                z[direct] = self._direct.solve(-c[direct], F[direct])
+                U_c, F_c = U[by_complement], F[by_complement]
+                mu = self._complement.solve(U_c, ~F_c)
+                z[by_complement] = torch.where(F_c, mu @ H - U_c, 0.0)
+        return z, torch.addmm(c, z, self.G)
+
+
+class _SetSystems:
+    """Solves ``M_SS x_S = rhs_S`` for many sets ``S`` at once (``x = 0`` off ``S``), on systems
+    of the size of the largest set.
+
+    Each row's indices come first (in increasing order); the other slots of the row point to
+    sentinel indices ``m, m+1, ...`` of ``M`` extended by an identity block, so that one indexing
+    builds every system already padded with the identity (the padding does not couple to the
+    set, whose solution is exact; its own values are masked out). The extension is built once
+    per matrix, as wide as needed so far.
+    """
+
+    def __init__(self, M: Tensor) -> None:
+        self.M = M
+        self._extended = M
+        self._width = 0
+        m = M.shape[0]
+        self._indices = torch.arange(2 * m, device=M.device)
+
+    def _extension(self, width: int) -> Tensor:
+        if width > self._width:
+            m = self.M.shape[0]
+            self._width = min(m, max(width, 2 * self._width))
+            size = m + self._width
+            extended = torch.zeros(size, size, dtype=self.M.dtype, device=self.M.device)
+            extended[:m, :m] = self.M
+            extended[m:, m:].diagonal().fill_(1.0)
+            self._extended = extended
+        return self._extended
+
+    def solve(self, rhs: Tensor, S: Tensor) -> Tensor:
+        k, m = S.shape
+        width = int(S.sum(dim=-1).max()) if k > 0 else 0
+        if width == 0:
+            return torch.zeros(k, m, dtype=self.M.dtype, device=self.M.device)
+        extended = self._extension(width)
+        sentinels = self._indices[m : m + width]
+        # `order`: each row's set in increasing order, then indices off the set.
+        if 3 * width <= m:  # topk of distinct keys is cheaper than a sort (measured)
+            keys = torch.where(S, self._indices[:m], self._indices[m:])  # j, or m + j off S
+            keys, order = torch.topk(keys, width, largest=False)
+            valid = keys < m
+        else:
+            order = torch.argsort((~S).to(torch.uint8), dim=-1, stable=True)[:, :width]
+            valid = torch.gather(S, 1, order)
+        slots = torch.where(valid, order, sentinels)
+        # (Broadcast indices: a materialised [k, width, width] index costs page faults.)
+        solution = solve_spd(
+            extended[slots.unsqueeze(-1), slots.unsqueeze(-2)], torch.gather(rhs, 1, order)
+        )
+        x = torch.zeros(k, m, dtype=self.M.dtype, device=self.M.device).scatter_(1, order, solution)
+        return torch.where(S, x, 0.0)
+
+
+def solve_masked(G: Tensor, c: Tensor, F: Tensor) -> Tensor:
+    """Solve ``G_FF z_F = -c_F`` (``z = 0`` off ``F``) as ``[m, m]`` systems, identity off ``F``."""
+    return solve_spd(_masked_systems(G, F), torch.where(F, -c, 0.0))
+
+
+def _masked_systems(G: Tensor, F: Tensor) -> Tensor:
+    """``G`` with the rows and columns off ``F`` replaced by those of the identity, per row.
+
+    (``masked_fill`` and an in-place diagonal add: summing with a ``diag_embed`` tensor was
+    measured 40 times slower on the CPU.)
+    """
+    keep = F.unsqueeze(-1) & F.unsqueeze(-2)
+    systems = G.expand(F.shape[0], -1, -1).masked_fill(~keep, 0.0)
+    systems.diagonal(dim1=-2, dim2=-1).add_((~F).to(G.dtype))
+    return systems
+
+
+def solve_spd(systems: Tensor, rhs: Tensor) -> Tensor:
+    """Solve the batched symmetric positive-definite ``systems @ x = rhs``.
+
+    Cholesky then two triangular solves: on the CPU, ``solve_triangular`` is several times
+    faster than ``cholesky_solve``, and the batched LU of ``linalg.solve`` fails inside MKL on
+    some of these padded float64 systems.
+    """
+    L, info = torch.linalg.cholesky_ex(systems)
+    del systems  # (the callers hold no reference: the memory is free for the solves)
+    if L.device.type == "cpu":
+        if bool(info.any()):
+            raise ProjectionError(
+                "The regularised Gramian is not positive definite, so the dual-cone projection "
+                "has no unique solution. Use a positive `reg_eps` (the default is 1e-4) and a "
+                "symmetric positive semi-definite Gramian."
+            )
+    else:
+        device_assert((info == 0).all(), "The regularised Gramian is not positive definite.")
+    half = torch.linalg.solve_triangular(L, rhs.unsqueeze(-1), upper=False)
+    x: Tensor = torch.linalg.solve_triangular(L.mT, half, upper=True)
+    return x.squeeze(-1)
