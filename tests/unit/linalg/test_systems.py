@@ -1,0 +1,48 @@
+"""The compacted linear systems of the CPU active-set solver, against one solve per row."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import Tensor
+
+import torchjd.linalg._systems as systems
+
+
+def _expected(M: Tensor, rhs: Tensor, S: Tensor) -> Tensor:
+    x = torch.zeros_like(rhs)
+    for row in range(S.shape[0]):
+        index = S[row].nonzero().squeeze(1)
+        if index.numel() > 0:
+            block = M[index][:, index]
+            x[row, index] = torch.linalg.solve(block, rhs[row, index])
+    return x
+
+
+@pytest.mark.parametrize(("sizes", "n_buckets"), [((1, 50), 3), ((40, 41), 1), ((0, 20), 1)])
+def test_set_systems_match_one_solve_per_row(
+    monkeypatch: pytest.MonkeyPatch, sizes: tuple[int, int], n_buckets: int
+) -> None:
+    """Rows with sets of very different sizes are solved in buckets of similar sizes; the
+    result is the same as solving each row's system on its own."""
+    g = torch.Generator().manual_seed(0)
+    m, k = 64, 48
+    A = torch.randn(m, 2 * m, generator=g, dtype=torch.float64)
+    M = A @ A.T / m + 0.1 * torch.eye(m, dtype=torch.float64)
+    low, high = sizes
+    S = torch.zeros(k, m, dtype=torch.bool)
+    for row in range(k):
+        size = low + (high - low) * row // (k - 1)
+        S[row, torch.randperm(m, generator=g)[:size]] = True
+    rhs = torch.randn(k, m, generator=g, dtype=torch.float64)
+    widths: list[int] = []
+    original = systems._SetSystems._solve_padded
+
+    def recording(self: systems._SetSystems, rhs: Tensor, S: Tensor, width: int) -> Tensor:
+        widths.append(width)
+        return original(self, rhs, S, width)
+
+    monkeypatch.setattr(systems._SetSystems, "_solve_padded", recording)
+    x = systems._SetSystems(M).solve(rhs, S)
+    torch.testing.assert_close(x, _expected(M, rhs, S), rtol=1e-10, atol=1e-12)
+    assert len(widths) == (n_buckets if high > 0 else 0)
