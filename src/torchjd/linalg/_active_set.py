@@ -57,15 +57,15 @@ def project_onto_dual_cone(
     """
     c = U @ G  # row i is (G u_i)ᵀ, since G is symmetric
     if U.device.type == "cpu":
-        if bool((c >= 0.0).all()):
-            return U  # nothing conflicts with any u: every projection is u itself
-        z, converged = _pivot_compact(G, c, U, max_iter, well_conditioned)
-        if not bool(converged.all()):
+        z, n_failed = _pivot_compact(G, c, U, max_iter, well_conditioned)
+        if n_failed:
             raise ProjectionError(
                 f"The dual-cone projection did not converge in max_iter={max_iter} iterations "
-                f"for {int((~converged).sum())} of {U.shape[0]} vectors. This happens only with "
-                "an ill-conditioned Gramian: increase `reg_eps` or `max_iter`."
+                f"for {n_failed} of {U.shape[0]} vectors. This happens only with an "
+                "ill-conditioned Gramian: increase `reg_eps` or `max_iter`."
             )
+        if z is None:
+            return U  # nothing conflicts with any u: every projection is u itself
     else:
         z, converged = _pivot_masked(G, c, U, max_iter)
         # A device-side assertion reports a failure without making the host wait for the result.
@@ -82,8 +82,9 @@ class _Noise:
 
     def __init__(self, G: Tensor, U: Tensor) -> None:
         eps = torch.finfo(G.dtype).eps
-        # max(diag G) ≥ |G_jk| for a positive semi-definite G.
-        self.scale = G.diagonal().max() * (_TOL_FACTOR * math.sqrt(G.shape[0]) * eps)
+        # max(diag G) ≥ |G_jk| for a positive semi-definite G. (Negative: tolerances are
+        # compared with values below zero.)
+        self.neg_scale = G.diagonal().max() * (-_TOL_FACTOR * math.sqrt(G.shape[0]) * eps)
         self.diag = G.diagonal()
         self.u_max = U.abs().amax(dim=-1)
 
@@ -95,14 +96,18 @@ class _Noise:
         ``‖u‖_∞`` of the rows that ``F``, ``z`` and ``y`` belong to (default: all of ``U``).
         """
         u_max = self.u_max if u_max is None else u_max
-        tol = -(self.scale * torch.maximum(u_max, z.abs().amax(dim=-1))).unsqueeze(-1)
-        return torch.where(F, z * self.diag < tol, y < tol)
+        tol = torch.maximum(u_max, z.abs().amax(dim=-1)).mul_(self.neg_scale).unsqueeze(-1)
+        return torch.where(F, z * self.diag, y) < tol
 
 
 def _exchange(F: Tensor, V: Tensor, best: Tensor, budget: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """One pivoting step of Kim & Park: swap all violators, or only the last one (backup)."""
     n_violations = V.sum(dim=-1)
     improved = n_violations < best
+    if V.device.type == "cpu" and bool(improved.all()):
+        # The usual case: every row has fewer violators than ever, so all of them are swapped
+        # and every budget is reset.
+        return F ^ V, n_violations, budget.fill_(_FULL_EXCHANGE_BUDGET)
     full = improved | (budget >= 1)
     budget = torch.where(improved, _FULL_EXCHANGE_BUDGET, torch.where(full, budget - 1, budget))
     best = torch.where(improved, n_violations, best)
@@ -116,44 +121,49 @@ def _exchange(F: Tensor, V: Tensor, best: Tensor, budget: Tensor) -> tuple[Tenso
 
 def _pivot_compact(
     G: Tensor, c: Tensor, U: Tensor, max_iter: int, well_conditioned: bool = False
-) -> tuple[Tensor, Tensor]:
+) -> tuple[Tensor | None, int]:
     """CPU variant: solve only the unconverged rows, on systems as small as their free sets.
 
-    The state of the unconverged rows is kept compacted (``*_a``); a row is written to the
-    output when it converges, so that no iteration indexes the full ``[k, m]`` tensors.
+    Returns ``z`` (``None`` if no row needs a solve) and the number of rows that did not
+    converge in ``max_iter`` steps. The state of the unconverged rows is kept compacted
+    (``*_a``); once rows are dropped, each is written to the output when it converges, so that
+    no iteration indexes the full ``[k, m]`` tensors.
     """
     k = U.shape[0]
-    z_out = torch.zeros_like(U)
-    converged = torch.zeros(k, dtype=torch.bool, device=U.device)
-    rows = torch.arange(k, device=U.device)
     noise = _Noise(G, U)
-    solve = CompactSolver(G, well_conditioned)
     # The first iteration in closed form (z = 0, F = ∅, so y = c and every violator enters F):
     # it is the same step as in the loop, with a fraction of the tensor operations.
-    # A row without violator is solved by z = 0 (already in z_out).
-    F_a = c < -(noise.scale * noise.u_max).unsqueeze(-1)
+    F_a = c < (noise.neg_scale * noise.u_max).unsqueeze(-1)
     best = F_a.sum(dim=-1)
     active = best > 0
+    n_active = int(active.sum())
+    if n_active == 0:
+        return None, 0
     c_a, U_a, u_max_a = c, U, noise.u_max
-    if int(active.sum()) < k:
-        converged[~active] = True
-        rows, F_a, best = rows[active], F_a[active], best[active]
-        c_a, U_a, u_max_a = c[active], U[active], u_max_a[active]
-    budget = torch.full((rows.shape[0],), _FULL_EXCHANGE_BUDGET, device=U.device)
+    # While no row has been dropped, `rows` is None and `z_a` is the whole output.
+    rows: Tensor | None = None
+    z_out = torch.zeros_like(U)  # a row without violator is solved by z = 0
+    if n_active < k:
+        rows = active.nonzero().squeeze(1)
+        F_a, best, c_a, U_a, u_max_a = F_a[rows], best[rows], c[rows], U[rows], u_max_a[rows]
+    budget = torch.full((n_active,), _FULL_EXCHANGE_BUDGET, device=U.device)
+    solve = CompactSolver(G, well_conditioned)
     z_a, y_a = solve(U_a, c_a, F_a)
     for _ in range(max_iter):
         V = noise.violations(F_a, z_a, y_a, u_max_a)
         active = V.any(dim=-1)
         n_active = int(active.sum())
         if n_active == 0:
-            converged[rows] = True
+            if rows is None:
+                return z_a, 0
             z_out[rows] = z_a
-            break
+            return z_out, 0
         # Converged rows are dropped once they are the majority: before that, indexing costs
         # more than solving them again (their sets do not change, nor does their solution).
-        if 2 * n_active <= rows.shape[0]:
+        if 2 * n_active <= V.shape[0]:
             done = ~active
-            converged[rows[done]] = True
+            if rows is None:
+                rows = torch.arange(k, device=U.device)
             z_out[rows[done]] = z_a[done]
             rows, V, c_a, U_a, u_max_a = (
                 rows[active],
@@ -166,7 +176,7 @@ def _pivot_compact(
         F_a, best, budget = _exchange(F_a, V, best, budget)
         del z_a, y_a  # the next solve's working set can reuse their memory
         z_a, y_a = solve(U_a, c_a, F_a)  # noqa: RUF059 (read by the next iteration)
-    return z_out, converged
+    return z_out, U_a.shape[0]
 
 
 def _pivot_masked(G: Tensor, c: Tensor, U: Tensor, max_iter: int) -> tuple[Tensor, Tensor]:

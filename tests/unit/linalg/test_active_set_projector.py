@@ -230,9 +230,10 @@ def test_masked_variant_matches_compact_variant(name: str) -> None:
     G_hat = regularized_gramian(J @ J.T, 1e-4, 1e-4)
     U = torch.eye(m, dtype=torch.float64) / m
     c = U @ G_hat
-    z_compact, converged_compact = active_set._pivot_compact(G_hat, c, U, 1000)
+    z_compact, n_failed = active_set._pivot_compact(G_hat, c, U, 1000)
     z_masked, converged_masked = active_set._pivot_masked(G_hat, c, U, m + 24)
-    assert bool(converged_compact.all())
+    assert n_failed == 0
+    assert z_compact is not None
     assert bool(converged_masked.all())
     torch.testing.assert_close(z_masked, z_compact, rtol=1e-9, atol=1e-12)
 
@@ -285,7 +286,9 @@ def test_half_precision_is_solved_in_float32(dtype: torch.dtype) -> None:
 def test_non_convergence_is_an_error() -> None:
     J = JACOBIANS["m48_opposed"]().to(dtype=DTYPE)
     U = torch.eye(48, dtype=DTYPE) / 48
-    with pytest.raises(RuntimeError, match="did not converge in max_iter=1 iterations"):
+    with pytest.raises(
+        RuntimeError, match=r"did not converge in max_iter=1 iterations for \d+ of 48"
+    ):
         ActiveSetProjector(max_iter=1)(U, J @ J.T)
 
 
@@ -403,8 +406,9 @@ def test_complement_form_matches_direct_form(name: str) -> None:
     c = U @ G_hat
     solver = systems.CompactSolver(G_hat, well_conditioned=True)
     assert solver.H is not None
-    z, converged = active_set._pivot_compact(G_hat, c, U, 1000, well_conditioned=True)
-    assert bool(converged.all())
+    z, n_failed = active_set._pivot_compact(G_hat, c, U, 1000, well_conditioned=True)
+    assert n_failed == 0
+    assert z is not None
     assert systems.CompactSolver(G_hat, well_conditioned=False).H is None
     F = z > 0
     assert bool((2 * F.sum(dim=1) > m).any())  # the complement form is used
