@@ -70,6 +70,27 @@ _BUCKET_MIN_ROWS = 8
 _BUCKET_FRACTION = 0.75
 
 
+# Up to this many objectives, the CPU solver uses full-size masked systems.
+MAX_MASKED_M = 32
+
+
+class MaskedSolver:
+    """Solves ``G_FF z_F = -c_F`` (``z = 0`` off ``F``) for many rows on full-size masked systems,
+    and returns ``z`` with ``y = G z + c``.
+
+    For a few dozen objectives the systems are tiny, and this form needs fewer tensor operations
+    than compacting them: measured 15-20% faster for m = 16 and 32, but 2.7 times slower for
+    m = 64 (UPGradWeighting on the benchmark's Gramians).
+    """
+
+    def __init__(self, G: Tensor) -> None:
+        self.G = G
+
+    def __call__(self, U: Tensor, c: Tensor, F: Tensor) -> tuple[Tensor, Tensor]:
+        z = solve_masked(self.G, c, F)
+        return z, torch.addmm(c, z, self.G)
+
+
 class _SetSystems:
     """Solves ``M_SS x_S = rhs_S`` for many sets ``S`` at once (``x = 0`` off ``S``), on systems
     of the size of the largest set (of each bucket of rows with sets of similar sizes).

@@ -194,15 +194,15 @@ def test_regularization_bounds_the_conflict() -> None:
 
 def test_conflict_free_rows_need_no_solve(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[int] = []
-    original = systems.CompactSolver.__call__
+    original = systems.MaskedSolver.__call__  # the solver of up to 32 objectives
 
     def counting(
-        self: systems.CompactSolver, U: Tensor, c: Tensor, F: Tensor
+        self: systems.MaskedSolver, U: Tensor, c: Tensor, F: Tensor
     ) -> tuple[Tensor, Tensor]:
         calls.append(F.shape[0])
         return original(self, U, c, F)
 
-    monkeypatch.setattr(systems.CompactSolver, "__call__", counting)
+    monkeypatch.setattr(systems.MaskedSolver, "__call__", counting)
     J = torch.rand(6, 4, generator=_generator(0), dtype=DTYPE)  # no conflict at all
     U = torch.eye(6, dtype=DTYPE) / 6
     V = project_dual_cone_cpu(U, J @ J.T)
