@@ -14,10 +14,12 @@ from torch import Tensor
 from torchjd.linalg._small import MAX_SMALL_M  # the same threshold as the projector's own
 
 
-def use_python_floats(gramian: Tensor) -> bool:
-    """Whether the weights of ``gramian`` may be computed on Python floats."""
+def use_python_floats(gramian: Tensor, max_m: int = MAX_SMALL_M) -> bool:
+    """Whether the weights of ``gramian`` (at most ``max_m`` objectives) may be computed on
+    Python floats.
+    """
     return (
         gramian.device.type == "cpu"
-        and gramian.shape[0] <= MAX_SMALL_M
+        and gramian.shape[0] <= max_m
         and not (torch.is_grad_enabled() and gramian.requires_grad)
     )
