@@ -140,10 +140,11 @@ def _pivot_compact(
     if n_active == 0:
         return None, 0
     c_a, U_a, u_max_a = c, U, noise.u_max
-    # While no row has been dropped, `rows` is None and `z_a` is the whole output.
+    # While no row has been dropped, `rows` and `z_out` are None and `z_a` is the whole output.
     rows: Tensor | None = None
-    z_out = torch.zeros_like(U)  # a row without violator is solved by z = 0
+    z_out: Tensor | None = None
     if n_active < k:
+        z_out = torch.zeros_like(U)  # a row without violator is solved by z = 0
         rows = active.nonzero().squeeze(1)
         F_a, best, c_a, U_a, u_max_a = F_a[rows], best[rows], c[rows], U[rows], u_max_a[rows]
     budget = torch.full((n_active,), _FULL_EXCHANGE_BUDGET, device=U.device)
@@ -155,7 +156,7 @@ def _pivot_compact(
         active = V.any(dim=-1)
         n_active = int(active.sum())
         if n_active == 0:
-            if rows is None:
+            if rows is None or z_out is None:
                 return z_a, 0
             z_out[rows] = z_a
             return z_out, 0
@@ -163,8 +164,8 @@ def _pivot_compact(
         # more than solving them again (their sets do not change, nor does their solution).
         if 2 * n_active <= V.shape[0]:
             done = ~active
-            if rows is None:
-                rows = torch.arange(k, device=U.device)
+            if rows is None or z_out is None:
+                rows, z_out = torch.arange(k, device=U.device), torch.zeros_like(U)
             z_out[rows[done]] = z_a[done]
             rows, V, c_a, U_a, u_max_a = (
                 rows[active],
@@ -177,7 +178,7 @@ def _pivot_compact(
         F_a, best, budget = _exchange(F_a, V, best, budget)
         del z_a, y_a  # the next solve's working set can reuse their memory
         z_a, y_a = solve(U_a, c_a, F_a)  # noqa: RUF059 (read by the next iteration)
-    return z_out, U_a.shape[0]
+    return z_a if z_out is None else z_out, U_a.shape[0]
 
 
 def _pivot_masked(G: Tensor, c: Tensor, U: Tensor, max_iter: int) -> tuple[Tensor, Tensor]:

@@ -188,8 +188,15 @@ def solve_spd(systems: Tensor, rhs: Tensor) -> Tensor:
     faster than ``cholesky_solve``, and the batched LU of ``linalg.solve`` fails inside MKL on
     some of these padded float64 systems.
     """
-    L, info = torch.linalg.cholesky_ex(systems)
-    del systems  # (the callers hold no reference: the memory is free for the solves)
+    if systems.requires_grad:  # (out= does not support autograd)
+        L, info = torch.linalg.cholesky_ex(systems)
+    else:
+        # In place: a symmetric matrix stored by rows is its own column-major layout, which
+        # LAPACK factorises without a copy (the callers hold no other reference to `systems`).
+        L = systems.mT
+        info = torch.empty(L.shape[:-2], dtype=torch.int32, device=L.device)
+        L, info = torch.linalg.cholesky_ex(L, out=(L, info))
+    del systems
     if L.device.type == "cpu":
         if bool(info.any()):
             raise ProjectionError(
