@@ -16,8 +16,9 @@ the method finite. In practice it needs 1 to 4 solves: the first guess, ``F = {j
 is already the set of objectives that conflict with ``u``, and a row of ``U`` that conflicts with
 no objective is solved with no work at all.
 
-All right-hand sides are processed at once. On the CPU, where reading a value is free, converged
-rows are dropped and each linear system is compacted to the size of the largest free set. On
+All right-hand sides are processed at once. On the CPU, where reading a value is free, the loop
+stops when every row is solved, converged rows are dropped, and with more than 32 objectives each
+linear system is compacted to the size of its bucket's largest free set (``_systems.py``). On
 accelerators, the systems keep their full ``[m, m]`` size with masks and the loop runs a fixed
 number of iterations, so that nothing is read back by the host.
 """

@@ -1,8 +1,9 @@
 """The linear systems of the active-set projector: ``G_FF z_F = -c_F`` for many sets ``F``.
 
-On the CPU (:class:`CompactSolver`) each system is compacted to the size of the largest set and
-solved in the cheaper of two exact forms; on accelerators (:func:`solve_masked`) every system
-keeps the full ``[m, m]`` size, masked, so that no size is read back by the host.
+On the CPU, with more than 32 objectives (:class:`CompactSolver`), each system is compacted to
+the size of the largest set and solved in the cheaper of two exact forms. With fewer on the CPU
+(:class:`MaskedSolver`), and always on accelerators (:func:`solve_masked`), every system keeps
+the full ``[m, m]`` size, masked, which takes fewer operations and reads no size on the host.
 """
 
 from __future__ import annotations
@@ -62,14 +63,6 @@ class CompactSolver:
         return z, torch.addmm(c, z, self.G)
 
 
-# Rows whose sets are at most 3/4 of the largest are solved apart (recursively) once the systems
-# are 32 wide, if each part has 8 rows or more: a Cholesky costs width³ per row, padding
-# included (measured on IWRM Gramians, m = 128: 26% faster for a CNN, 21% for a transformer).
-_BUCKET_MIN_WIDTH = 32
-_BUCKET_MIN_ROWS = 8
-_BUCKET_FRACTION = 0.75
-
-
 # Up to this many objectives, the CPU solver uses full-size masked systems.
 MAX_MASKED_M = 32
 
@@ -89,6 +82,14 @@ class MaskedSolver:
     def __call__(self, U: Tensor, c: Tensor, F: Tensor) -> tuple[Tensor, Tensor]:
         z = solve_masked(self.G, c, F)
         return z, torch.addmm(c, z, self.G)
+
+
+# Rows whose sets are at most 3/4 of the largest are solved apart (recursively) once the systems
+# are 32 wide, if each part has 8 rows or more: a Cholesky costs width³ per row, padding
+# included (measured on IWRM Gramians, m = 128: 26% faster for a CNN, 21% for a transformer).
+_BUCKET_MIN_WIDTH = 32
+_BUCKET_MIN_ROWS = 8
+_BUCKET_FRACTION = 0.75
 
 
 class _SetSystems:
@@ -188,7 +189,7 @@ def solve_spd(systems: Tensor, rhs: Tensor) -> Tensor:
     faster than ``cholesky_solve``, and the batched LU of ``linalg.solve`` fails inside MKL on
     some of these padded float64 systems.
     """
-    if systems.requires_grad:  # (out= does not support autograd)
+    if systems.requires_grad or systems.device.type != "cpu":  # (out= has no autograd)
         L, info = torch.linalg.cholesky_ex(systems)
     else:
         # In place: a symmetric matrix stored by rows is its own column-major layout, which
