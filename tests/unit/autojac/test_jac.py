@@ -105,3 +105,19 @@ def test_errors() -> None:
         jac([y, y * 2], [x], jac_outputs=[randn_(1, 2)])
     with pytest.raises(ValueError, match=r"same number of rows"):
         jac([y, y * 2], [x], jac_outputs=[randn_(1, 2), randn_(2, 2)])
+
+
+@pytest.mark.parametrize("n_rows", [2, 3, 6])
+@pytest.mark.parametrize("chunk_size", [1, None])
+def test_rows_reaching_only_some_inputs(n_rows: int, chunk_size: int | None) -> None:
+    """Rows that do not reach an input give zero rows there, whether the rows are computed one by
+    one (stacked for a few rows, copied into a buffer for more) or batched."""
+    a = tensor_([1.0, 2.0], requires_grad=True)
+    b = tensor_([3.0], requires_grad=True)
+    # Row i: a·a when i is even, 3·b when i is odd.
+    y = torch.stack([(a**2).sum() if i % 2 == 0 else (3 * b).sum() for i in range(n_rows)])
+    jac_a, jac_b = jac(y, [a, b], parallel_chunk_size=chunk_size)
+    expected_a = torch.stack([tensor_([2.0, 4.0]) * (1 - i % 2) for i in range(n_rows)])
+    expected_b = torch.stack([tensor_([3.0]) * (i % 2) for i in range(n_rows)])
+    assert_close(jac_a, expected_a)
+    assert_close(jac_b, expected_b)
