@@ -33,7 +33,13 @@ from torch import Tensor
 from torchjd._device_assert import device_assert
 
 from ._dual_cone import ProjectionError
-from ._systems import MAX_MASKED_M, CompactSolver, MaskedSolver, solve_masked
+from ._systems import (
+    MAX_MASKED_ENTRIES,
+    MAX_MASKED_M,
+    CompactSolver,
+    MaskedSolver,
+    solve_masked,
+)
 
 # How many full exchanges Kim & Park's method tries without progress before the backup rule.
 _FULL_EXCHANGE_BUDGET = 3
@@ -149,8 +155,9 @@ def _pivot_compact(
         rows = active.nonzero().squeeze(1)
         F_a, best, c_a, U_a, u_max_a = F_a[rows], best[rows], c[rows], U[rows], u_max_a[rows]
     budget = torch.full((n_active,), _FULL_EXCHANGE_BUDGET, device=U.device)
-    small = G.shape[0] <= MAX_MASKED_M
-    solve = MaskedSolver(G) if small else CompactSolver(G, well_conditioned)
+    m = G.shape[0]
+    masked = m <= MAX_MASKED_M and n_active * m * m <= MAX_MASKED_ENTRIES
+    solve = MaskedSolver(G) if masked else CompactSolver(G, well_conditioned)
     z_a, y_a = solve(U_a, c_a, F_a)
     for _ in range(max_iter):
         V = noise.violations(F_a, z_a, y_a, u_max_a)

@@ -63,8 +63,10 @@ class CompactSolver:
         return z, torch.addmm(c, z, self.G)
 
 
-# Up to this many objectives, the CPU solver uses full-size masked systems.
+# Up to this many objectives, and this many system entries in all, the CPU solver uses
+# full-size masked systems.
 MAX_MASKED_M = 32
+MAX_MASKED_ENTRIES = 2**16
 
 
 class MaskedSolver:

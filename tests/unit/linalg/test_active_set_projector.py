@@ -418,3 +418,25 @@ def test_complement_form_matches_direct_form(name: str) -> None:
     # The complement form gives y = G v without a product by G.
     torch.testing.assert_close(y_complement, c + direct @ G_hat, rtol=1e-9, atol=1e-12)
     torch.testing.assert_close(z, direct, rtol=1e-9, atol=1e-12)
+
+
+def test_many_rows_of_few_objectives_use_compact_systems(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Full-size masked systems are used for a few objectives only while they stay small in
+    all: many rows to project switch to compacted systems, with the same solutions."""
+    J = JACOBIANS["m16_wide"]()
+    G_hat = regularized_gramian(J @ J.T, 1e-4, 1e-4)
+    U = torch.eye(16, dtype=torch.float64) / 16
+    few = active_set.project_onto_dual_cone(U, G_hat, 100, well_conditioned=True)
+    calls: list[int] = []
+    original = systems.CompactSolver.__call__
+
+    def counting(
+        self: systems.CompactSolver, U: Tensor, c: Tensor, F: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        calls.append(F.shape[0])
+        return original(self, U, c, F)
+
+    monkeypatch.setattr(systems.CompactSolver, "__call__", counting)
+    many = active_set.project_onto_dual_cone(U.repeat(20, 1), G_hat, 100, well_conditioned=True)
+    assert calls  # 320 rows × 16² entries is past the masked systems' bound
+    torch.testing.assert_close(many, few.repeat(20, 1), rtol=1e-10, atol=1e-13)
