@@ -30,6 +30,10 @@ def check_gramian_of(matrix: Tensor, gramian: Tensor) -> None:
     check_derived_from_matrix(gramian, matrix, "The Gramian")
 
 
+# Up to this many entries, the values are read by the host and checked there.
+_HOST_CHECK_NUMEL = 64
+
+
 def _all_finite_on_host(tensor: Tensor) -> bool:
     """Whether every entry of the CPU ``tensor`` is finite.
 
@@ -44,6 +48,8 @@ def _all_finite_on_host(tensor: Tensor) -> bool:
     if not tensor.is_floating_point():  # integers and booleans are finite; complex: exactly
         return not tensor.is_complex() or bool(torch.isfinite(tensor).all())
     flat = tensor.detach().reshape(-1)
+    if flat.shape[0] <= _HOST_CHECK_NUMEL:  # (weights, small Gramians: one read, no product)
+        return all(math.isfinite(x) for x in flat.tolist())
     if math.isfinite(float(flat.view(1, -1) @ flat)):
         return True
     return bool(torch.isfinite(tensor).all())
