@@ -192,17 +192,23 @@ def test_regularization_bounds_the_conflict() -> None:
     assert float((V @ G).min()) < 0.0
 
 
-def test_conflict_free_rows_need_no_solve(monkeypatch: pytest.MonkeyPatch) -> None:
+def _count_solves(
+    monkeypatch: pytest.MonkeyPatch, solver: type[systems.MaskedSolver | systems.CompactSolver]
+) -> list[int]:
+    """Record the number of rows of each call of ``solver`` (patched for the test)."""
     calls: list[int] = []
-    original = systems.MaskedSolver.__call__  # the solver of up to 32 objectives
+    original = solver.__call__
 
-    def counting(
-        self: systems.MaskedSolver, U: Tensor, c: Tensor, F: Tensor
-    ) -> tuple[Tensor, Tensor]:
+    def counting(self: object, U: Tensor, c: Tensor, F: Tensor) -> tuple[Tensor, Tensor]:
         calls.append(F.shape[0])
-        return original(self, U, c, F)
+        return original(self, U, c, F)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(systems.MaskedSolver, "__call__", counting)
+    monkeypatch.setattr(solver, "__call__", counting)
+    return calls
+
+
+def test_conflict_free_rows_need_no_solve(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = _count_solves(monkeypatch, systems.MaskedSolver)  # the solver of up to 32 objectives
     J = torch.rand(6, 4, generator=_generator(0), dtype=DTYPE)  # no conflict at all
     U = torch.eye(6, dtype=DTYPE) / 6
     V = project_dual_cone_cpu(U, J @ J.T)
@@ -427,16 +433,7 @@ def test_many_rows_of_few_objectives_use_compact_systems(monkeypatch: pytest.Mon
     G_hat = regularized_gramian(J @ J.T, 1e-4, 1e-4)
     U = torch.eye(16, dtype=torch.float64) / 16
     few = active_set.project_onto_dual_cone(U, G_hat, 100, well_conditioned=True)
-    calls: list[int] = []
-    original = systems.CompactSolver.__call__
-
-    def counting(
-        self: systems.CompactSolver, U: Tensor, c: Tensor, F: Tensor
-    ) -> tuple[Tensor, Tensor]:
-        calls.append(F.shape[0])
-        return original(self, U, c, F)
-
-    monkeypatch.setattr(systems.CompactSolver, "__call__", counting)
+    calls = _count_solves(monkeypatch, systems.CompactSolver)
     many = active_set.project_onto_dual_cone(U.repeat(20, 1), G_hat, 100, well_conditioned=True)
     assert calls  # 320 rows × 16² entries is past the masked systems' bound
     torch.testing.assert_close(many, few.repeat(20, 1), rtol=1e-10, atol=1e-13)
