@@ -29,10 +29,6 @@ def project_small(U: list[list[float]], G: list[list[float]], max_iter: int) -> 
 
 def _project_one(u: list[float], G: list[list[float]], scale: float, max_iter: int) -> list[float]:
     m = len(u)
-    if m == 2 and max_iter >= 1:
-        closed = _basis_row_of_two(u, G, scale)
-        if closed is not None:
-            return closed
     # Sums over the non-zero entries only: u is often a scaled basis vector (UPGrad), and z is
     # zero off the free set.
     support = [i for i in range(m) if u[i] != 0.0]
@@ -63,31 +59,6 @@ def _project_one(u: list[float], G: list[list[float]], scale: float, max_iter: i
         f"The dual-cone projection did not converge in max_iter={max_iter} iterations. This "
         "happens only with an ill-conditioned Gramian: increase `reg_eps` or `max_iter`."
     )
-
-
-def _basis_row_of_two(u: list[float], G: list[list[float]], scale: float) -> list[float] | None:
-    """The steps of :func:`_project_one` for two objectives and ``u = u_i e_i`` (``u_i > 0``, as
-    in UPGrad), in closed form; ``None`` in every other case (left to the general loop).
-
-    The other variable ``j`` enters the free set if it conflicts (``G_ji u_i < -tol``); it then
-    takes ``z_j = -G_ji u_i / G_jj``, and the step is final when ``y_i = G_ii u_i + G_ij z_j`` is
-    not below ``-tol`` (always, for a positive-definite ``G``).
-    """
-    for i, j in ((0, 1), (1, 0)):
-        if u[j] != 0.0 or u[i] <= 0.0:
-            continue
-        c_j = G[j][i] * u[i]
-        if c_j >= -scale * u[i]:
-            return [u[0], u[1]]  # no conflict: u is its own projection
-        if G[j][j] <= 0.0:
-            return None
-        z_j = -c_j / G[j][j]
-        if G[i][i] * u[i] + G[i][j] * z_j < -scale * max(u[i], z_j):
-            return None
-        v = [0.0, 0.0]
-        v[i], v[j] = u[i], z_j
-        return v
-    return None
 
 
 def _solve_free(G: list[list[float]], c: list[float], free: list[bool]) -> list[float]:

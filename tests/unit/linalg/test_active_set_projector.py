@@ -437,24 +437,3 @@ def test_many_rows_of_few_objectives_use_compact_systems(monkeypatch: pytest.Mon
     many = active_set.project_onto_dual_cone(U.repeat(20, 1), G_hat, 100, well_conditioned=True)
     assert calls  # 320 rows × 16² entries is past the masked systems' bound
     torch.testing.assert_close(many, few.repeat(20, 1), rtol=1e-10, atol=1e-13)
-
-
-def test_two_objectives_closed_form_matches_general_loop(monkeypatch: pytest.MonkeyPatch) -> None:
-    """For two objectives, the rows ``u_i e_i`` of UPGrad are projected in closed form: the same
-    result as the general loop, on conflicting, orthogonal and aligned pairs."""
-    g = _generator(3)
-    U = [[0.5, 0.0], [0.0, 0.5], [2.0, 0.0], [0.0, 1e-9]]
-    gramians = [[[1.0, -0.5], [-0.5, 2.0]], [[1.0, 0.0], [0.0, 1.0]], [[1.0, 0.3], [0.3, 1.0]]]
-    for _ in range(20):
-        J = torch.randn(2, 3, generator=g, dtype=torch.float64)
-        gramians.append(regularized_gramian(J @ J.T, 1e-4, 1e-4).tolist())
-    closed = [small_solver.project_small(U, G, 100) for G in gramians]
-    assert any(v[1] > 0.0 for rows in closed for v in rows[:1])  # some pairs do conflict
-    monkeypatch.setattr(small_solver, "_basis_row_of_two", lambda u, G, scale: None)
-    general = [small_solver.project_small(U, G, 100) for G in gramians]
-    torch.testing.assert_close(
-        torch.tensor(closed, dtype=torch.float64),
-        torch.tensor(general, dtype=torch.float64),
-        rtol=1e-12,
-        atol=1e-15,
-    )
