@@ -203,19 +203,6 @@ def _plan(m: int, chunk_size: int, retain_graph: bool) -> list[tuple[str, int, i
     return plan
 
 
-# Up to this many rows computed one by one are stacked at the end; more are copied into a buffer
-# as they come, so that at most one row is held besides it.
-_STACKED_ROWS = 4
-
-
-def _stack_rows(grads: list[Tensor | None]) -> Tensor | None:
-    """The rows of one input (``None`` where a row does not reach it), stacked."""
-    if all(grad is None for grad in grads):
-        return None
-    like = next(grad for grad in grads if grad is not None)
-    return torch.stack([torch.zeros_like(like) if grad is None else grad for grad in grads])
-
-
 class _RowComputer:
     """Computes row blocks and collects them, input by input."""
 
@@ -253,10 +240,6 @@ class _RowComputer:
 
         if stop - start == 1:
             self._add_block(start, [None if g is None else g.unsqueeze(0) for g in row(start)])
-            return
-        if stop - start <= _STACKED_ROWS:  # one stack per input: fewer operations
-            rows = [row(index) for index in range(start, stop)]
-            self._add_block(start, [_stack_rows(list(grads)) for grads in zip(*rows, strict=True)])
             return
         buffers: _Grads = [None] * len(self.inputs)
         for index in range(start, stop):

@@ -111,7 +111,7 @@ def test_errors() -> None:
 @pytest.mark.parametrize("chunk_size", [1, None])
 def test_rows_reaching_only_some_inputs(n_rows: int, chunk_size: int | None) -> None:
     """Rows that do not reach an input give zero rows there, whether the rows are computed one by
-    one (stacked for a few rows, copied into a buffer for more) or batched."""
+    one or batched."""
     a = tensor_([1.0, 2.0], requires_grad=True)
     b = tensor_([3.0], requires_grad=True)
     # Row i: a·a when i is even, 3·b when i is odd.
