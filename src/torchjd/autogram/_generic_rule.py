@@ -9,6 +9,8 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.graph import GradientEdge
 
+from torchjd._vmap import vmap_fallback_allowed
+
 from ._batching import Batching
 from ._call import Call, Rule
 
@@ -121,9 +123,7 @@ def _batched_grads(
     fallback, such as cuDNN's RNN backward) row by row, with a warning.
     """
     try:
-        with warnings.catch_warnings():
-            # Backward formulas without a batching rule fall back to a (correct) loop.
-            warnings.filterwarnings("ignore", message=".*performance drop.*")
+        with vmap_fallback_allowed():
             return torch.autograd.grad(
                 outputs,
                 inputs=params,

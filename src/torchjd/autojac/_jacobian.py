@@ -21,6 +21,8 @@ from types import FrameType
 import torch
 from torch import Tensor
 
+from torchjd._vmap import vmap_fallback_allowed
+
 _Grads = list[Tensor | None]
 
 
@@ -269,9 +271,7 @@ class _RowComputer:
             return tuple(grad for grad in grads if grad is not None)
 
         try:
-            with warnings.catch_warnings():
-                # Operations without a batching rule fall back to a (correct) loop.
-                warnings.filterwarnings("ignore", message=".*performance drop.*")
+            with vmap_fallback_allowed():
                 results = iter(torch.vmap(vjp)(*seeds))
         except Exception as error:
             # Not necessarily vmap's fault: one plain row tells. If it fails too, its error is
