@@ -418,7 +418,7 @@ def test_complement_form_matches_direct_form(name: str) -> None:
     assert systems.CompactSolver(G_hat, well_conditioned=False).H is None
     F = z > 0
     assert bool((2 * F.sum(dim=1) > m).any())  # the complement form is used
-    direct = systems._SetSystems(G_hat).solve(-c, F)
+    direct = systems._SetSystems(G_hat, positive_definite=True).solve(-c, F)
     z_complement, y_complement = solver(U, c, F)
     torch.testing.assert_close(z_complement, direct, rtol=1e-9, atol=1e-12)
     # The complement form gives y = G v without a product by G.

@@ -19,12 +19,13 @@ def _expected(M: Tensor, rhs: Tensor, S: Tensor) -> Tensor:
     return x
 
 
+@pytest.mark.parametrize("positive_definite", [True, False])
 @pytest.mark.parametrize(("sizes", "n_buckets"), [((1, 50), 3), ((40, 41), 1), ((0, 20), 1)])
 def test_set_systems_match_one_solve_per_row(
-    monkeypatch: pytest.MonkeyPatch, sizes: tuple[int, int], n_buckets: int
+    monkeypatch: pytest.MonkeyPatch, sizes: tuple[int, int], n_buckets: int, positive_definite: bool
 ) -> None:
     """Rows with sets of very different sizes are solved in buckets of similar sizes; the
-    result is the same as solving each row's system on its own."""
+    result is the same as solving each row's system on its own, with either padding."""
     g = torch.Generator().manual_seed(0)
     m, k = 64, 48
     A = torch.randn(m, 2 * m, generator=g, dtype=torch.float64)
@@ -43,6 +44,25 @@ def test_set_systems_match_one_solve_per_row(
         return original(self, rhs, S, width)
 
     monkeypatch.setattr(systems._SetSystems, "_solve_padded", recording)
-    x = systems._SetSystems(M).solve(rhs, S)
+    x = systems._SetSystems(M, positive_definite).solve(rhs, S)
     torch.testing.assert_close(x, _expected(M, rhs, S), rtol=1e-10, atol=1e-12)
     assert len(widths) == (n_buckets if high > 0 else 0)
+
+
+def test_singular_matrix_is_solved_on_its_regular_sets() -> None:
+    """A singular ``M`` whose blocks on the sets are regular is solved exactly when it is not
+    declared positive definite: padding from ``M`` itself would make the factorisation fail."""
+    g = torch.Generator().manual_seed(1)
+    m, k = 40, 16
+    A = torch.randn(m, 2 * m, generator=g, dtype=torch.float64)
+    A[1] = A[0]  # two equal rows (a duplicated objective): M is singular
+    M = A @ A.T
+    S = torch.zeros(k, m, dtype=torch.bool)
+    S[:, 0] = True  # never with index 1, which is the first index a row is padded with
+    for row in range(k):
+        S[row, 2 + torch.randperm(m - 2, generator=g)[: row % 12]] = True
+    rhs = torch.randn(k, m, generator=g, dtype=torch.float64)
+    x = systems._SetSystems(M, positive_definite=False).solve(rhs, S)
+    torch.testing.assert_close(x, _expected(M, rhs, S), rtol=1e-8, atol=1e-10)
+    with pytest.raises(RuntimeError, match="not positive definite"):
+        systems._SetSystems(M, positive_definite=True).solve(rhs, S)
