@@ -85,12 +85,10 @@ class EmbeddingRule(Rule):
         row_offsets = torch.arange(rows, device=device).reshape(1, rows, 1) * (slots + 1)
         target = (row_offsets + slot_of.unsqueeze(1)).reshape(n_groups, rows * largest)
         size = rows * (slots + 1)
-        full = gs.new_zeros(size, size)
-        full.index_put_(
-            (target.unsqueeze(2).expand_as(blocks), target.unsqueeze(1).expand_as(blocks)),
-            blocks,
-            accumulate=True,
-        )
+        # A scatter-add on the flattened matrix: half the time of `index_put_` with two index
+        # tensors and `accumulate=True` (978 blocks of 12 × 12 into 129 × 129: 0.95 -> 0.46 ms).
+        flat_target = (target.unsqueeze(2) * size + target.unsqueeze(1)).reshape(-1)
+        full = gs.new_zeros(size * size).scatter_add_(0, flat_target, blocks.reshape(-1))
         full = full.reshape(rows, slots + 1, rows, slots + 1)[:, :slots, :, :slots]
         return full.reshape(n_objectives, n_objectives)
 
