@@ -32,7 +32,6 @@ class CompactSolver:
         self.G = G
         self.m = G.shape[0]
         self.H: Tensor | None = None
-        self._direct = _SetSystems(G, positive_definite=well_conditioned)
         # An ill-conditioned G (reg_eps = 0) would make G⁻¹, and the complement form, inexact
         # even where the direct systems G_FF are well-conditioned.
         if well_conditioned:
@@ -40,6 +39,8 @@ class CompactSolver:
             if not bool(info):
                 self.H = torch.cholesky_inverse(L)
                 self._complement = _SetSystems(self.H, positive_definite=True)
+        # The factorisation of G proves it positive definite, hence every principal submatrix.
+        self._direct = _SetSystems(G, positive_definite=self.H is not None)
 
     def __call__(self, U: Tensor, c: Tensor, F: Tensor) -> tuple[Tensor, Tensor]:
         H = self.H
