@@ -50,13 +50,15 @@ def test_set_systems_match_one_solve_per_row(
 
 
 def test_singular_matrix_is_solved_on_its_regular_sets() -> None:
-    """A singular ``M`` whose blocks on the sets are regular is solved exactly when it is not
-    declared positive definite: padding from ``M`` itself would make the factorisation fail."""
+    """An ``M`` that is not positive definite but whose blocks on the sets are is solved exactly
+    when it is not declared positive definite: padding from ``M`` itself would make the
+    factorisation fail."""
     g = torch.Generator().manual_seed(1)
     m, k = 40, 16
     A = torch.randn(m, 2 * m, generator=g, dtype=torch.float64)
-    A[1] = A[0]  # two equal rows (a duplicated objective): M is singular
+    A[1] = A[0]  # two equal rows (a duplicated objective): M is singular...
     M = A @ A.T
+    M[1, 1] -= 1e-3 * M[0, 0]  # ...and its block on {0, 1} indefinite, whatever the rounding
     S = torch.zeros(k, m, dtype=torch.bool)
     S[:, 0] = True  # never with index 1, which is the first index a row is padded with
     for row in range(k):
