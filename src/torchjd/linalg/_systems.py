@@ -227,7 +227,7 @@ def solve_spd(systems: Tensor, rhs: Tensor, leading: Tensor | None = None) -> Te
     else:
         device_assert((info == 0).all(), "The regularised Gramian is not positive definite.")
     half = torch.linalg.solve_triangular(L, rhs.unsqueeze(-1), upper=False)
-    if leading is not None:
-        half.masked_fill_(~leading.unsqueeze(-1), 0.0)
+    if leading is not None:  # (out of place: autograd saves `half` for the backward pass)
+        half = half.masked_fill(~leading.unsqueeze(-1), 0.0)
     x: Tensor = torch.linalg.solve_triangular(L.mT, half, upper=True)
     return x.squeeze(-1)

@@ -68,3 +68,22 @@ def test_singular_matrix_is_solved_on_its_regular_sets() -> None:
     torch.testing.assert_close(x, _expected(M, rhs, S), rtol=1e-8, atol=1e-10)
     with pytest.raises(RuntimeError, match="not positive definite"):
         systems._SetSystems(M, positive_definite=True).solve(rhs, S)
+
+
+@pytest.mark.parametrize("positive_definite", [True, False])
+def test_set_systems_are_differentiable(positive_definite: bool) -> None:
+    """Gradients flow through the padded solves (the padding's masking is out of place), with
+    respect to a factor of ``M`` (a symmetric parametrisation, as the factorisation reads one
+    triangle)."""
+    g = torch.Generator().manual_seed(2)
+    m, k = 12, 6
+    B = torch.randn(m, 2 * m, generator=g, dtype=torch.float64, requires_grad=True)
+    S = torch.rand(k, m, generator=g) < 0.4
+    S[:, 0] = True
+    rhs = torch.randn(k, m, generator=g, dtype=torch.float64)
+
+    def solve(B: Tensor) -> Tensor:
+        M = B @ B.T / (2 * m) + 0.1 * torch.eye(m, dtype=torch.float64)
+        return systems._SetSystems(M, positive_definite).solve(rhs, S)
+
+    assert torch.autograd.gradcheck(solve, (B,))
