@@ -10,11 +10,14 @@ means that the current direction ``Jᵀ v`` conflicts with objective ``j``.
 
 The solver is the block principal pivoting method for NNLS (Kim & Park, SIAM J. Sci. Comput.
 33(6), 2011): guess the set ``F`` of free variables (``z_F`` solves ``G_FF z_F = -c_F``, the other
-``z`` are 0), swap every variable that violates the KKT conditions, and fall back to swapping a
-single one (Murty's rule) when the number of violations stops decreasing. The backup rule makes
-the method finite. In practice it needs 1 to 4 solves: the first guess, ``F = {j : c_j < 0}``,
-is already the set of objectives that conflict with ``u``, and a row of ``U`` that conflicts with
-no objective is solved with no work at all.
+``z`` are 0) and swap every variable that violates the KKT conditions. In practice it needs 1 to
+6 solves: the first guess, ``F = {j : c_j < 0}``, is already the set of objectives that conflict
+with ``u``, and a row of ``U`` that conflicts with no objective is solved with no work at all.
+When the number of violations of a row stops decreasing (nearly degenerate problems: a Gramian
+of rank about ``m/2`` with a small ``reg_eps``), the row is finished by Lawson & Hanson's
+monotone method (``_monotone.py``) from the non-negative part of its iterate, instead of Kim &
+Park's backup rule (Murty's single swaps), which needed thousands of steps there (on the CPU;
+accelerators keep the backup rule, see ``_pivot_masked``).
 
 All right-hand sides are processed at once. On the CPU, where reading a value is free, the loop
 stops when every row is solved, converged rows are dropped, and with more than 32 objectives each
@@ -33,6 +36,7 @@ from torch import Tensor
 from torchjd._device_assert import device_assert
 
 from ._dual_cone import ProjectionError
+from ._monotone import Solve, lawson_hanson
 from ._systems import (
     MAX_MASKED_ENTRIES,
     MAX_MASKED_M,
@@ -107,25 +111,6 @@ class _Noise:
         return torch.where(F, z * self.diag, y) < tol
 
 
-def _exchange(F: Tensor, V: Tensor, best: Tensor, budget: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """One pivoting step of Kim & Park: swap all violators, or only the last one (backup)."""
-    n_violations = V.sum(dim=-1)
-    improved = n_violations < best
-    if V.device.type == "cpu" and bool(improved.all()):
-        # The usual case: every row has fewer violators than ever, so all of them are swapped
-        # and every budget is reset.
-        return F ^ V, n_violations, budget.fill_(_FULL_EXCHANGE_BUDGET)
-    full = improved | (budget >= 1)
-    budget = torch.where(improved, _FULL_EXCHANGE_BUDGET, torch.where(full, budget - 1, budget))
-    best = torch.where(improved, n_violations, best)
-    if V.device.type == "cpu" and bool(full.all()):
-        return F ^ V, best, budget  # the usual case: no backup step to prepare
-    m = V.shape[-1]
-    last = m - 1 - torch.argmax(V.flip(-1).to(torch.uint8), dim=-1)
-    single = torch.nn.functional.one_hot(last, m).bool() & V
-    return F ^ torch.where(full.unsqueeze(-1), V, single), best, budget
-
-
 def _pivot_compact(
     G: Tensor, c: Tensor, U: Tensor, max_iter: int, well_conditioned: bool = False
 ) -> tuple[Tensor | None, int]:
@@ -134,7 +119,9 @@ def _pivot_compact(
     Returns ``z`` (``None`` if no row needs a solve) and the number of rows that did not
     converge in ``max_iter`` steps. The state of the unconverged rows is kept compacted
     (``*_a``); once rows are dropped, each is written to the output when it converges, so that
-    no iteration indexes the full ``[k, m]`` tensors.
+    no iteration indexes the full ``[k, m]`` tensors. Rows whose pivoting stalls (where Kim &
+    Park would fall back to single swaps) are set aside and finished by the monotone method of
+    ``_monotone.py``.
     """
     k = U.shape[0]
     noise = _Noise(G, U)
@@ -158,23 +145,46 @@ def _pivot_compact(
     m = G.shape[0]
     masked = m <= MAX_MASKED_M and n_active * m * m <= MAX_MASKED_ENTRIES
     solve = MaskedSolver(G) if masked else CompactSolver(G, well_conditioned)
+    stalled = _Stalled()
     z_a, y_a = solve(U_a, c_a, F_a)
-    for _ in range(max_iter):
+    for iteration in range(max_iter):
         V = noise.violations(F_a, z_a, y_a, u_max_a)
-        active = V.any(dim=-1)
-        n_active = int(active.sum())
+        violating = V.any(dim=-1)
+        n_active = int(violating.sum())
         if n_active == 0:
             if rows is None or z_out is None:
-                return z_a, 0
+                return z_a, 0  # every row converged, none was dropped
             z_out[rows] = z_a
-            return z_out, 0
+            return z_out, stalled.finish(solve, noise, z_out, max_iter - iteration)
+        n_violations = V.sum(dim=-1)
+        improved = n_violations < best
+        active, stalling = violating, None
+        if bool(improved.all()):  # the usual case: every row has fewer violators than ever
+            best, budget = n_violations, budget.fill_(_FULL_EXCHANGE_BUDGET)
+        else:
+            # A row swaps all its violators while their number decreases, and for a few more
+            # tries; then it has stalled, and is set aside.
+            budget = torch.where(improved, _FULL_EXCHANGE_BUDGET, budget - 1)
+            best = torch.where(improved, n_violations, best)
+            stalling = violating & (budget < 0)
+            n_stalling = int(stalling.sum())
+            if n_stalling == 0:
+                stalling = None
+            else:
+                active, n_active = violating & ~stalling, n_active - n_stalling
         # Converged rows are dropped once they are the majority: before that, indexing costs
         # more than solving them again (their sets do not change, nor does their solution).
-        if 2 * n_active <= V.shape[0]:
-            done = ~active
+        if stalling is not None or 2 * n_active <= V.shape[0]:
             if rows is None or z_out is None:
                 rows, z_out = torch.arange(k, device=U.device), torch.zeros_like(U)
-            z_out[rows[done]] = z_a[done]
+            converged = ~violating
+            z_out[rows[converged]] = z_a[converged]
+            if stalling is not None:
+                stalled.add(
+                    rows[stalling], U_a[stalling], c_a[stalling], z_a[stalling], u_max_a[stalling]
+                )
+                if n_active == 0:
+                    return z_out, stalled.finish(solve, noise, z_out, max_iter - iteration)
             rows, V, c_a, U_a, u_max_a = (
                 rows[active],
                 V[active],
@@ -183,14 +193,44 @@ def _pivot_compact(
                 u_max_a[active],
             )
             F_a, best, budget = F_a[active], best[active], budget[active]
-        F_a, best, budget = _exchange(F_a, V, best, budget)
+        F_a = F_a ^ V
         del z_a, y_a  # the next solve's working set can reuse their memory
         z_a, y_a = solve(U_a, c_a, F_a)  # noqa: RUF059 (read by the next iteration)
-    return z_a if z_out is None else z_out, U_a.shape[0]
+    return z_a if z_out is None else z_out, U_a.shape[0] + stalled.count()
+
+
+class _Stalled:
+    """The rows set aside by the pivoting, with their last iterate."""
+
+    def __init__(self) -> None:
+        self.parts: list[tuple[Tensor, Tensor, Tensor, Tensor, Tensor]] = []
+
+    def add(self, rows: Tensor, U: Tensor, c: Tensor, z: Tensor, u_max: Tensor) -> None:
+        self.parts.append((rows, U, c, z, u_max))
+
+    def count(self) -> int:
+        return sum(part[0].shape[0] for part in self.parts)
+
+    def finish(self, solve: Solve, noise: _Noise, z_out: Tensor, max_iter: int) -> int:
+        """Solve the rows set aside by the monotone method, into ``z_out``; return the number of
+        rows that it did not solve in ``max_iter`` steps.
+        """
+        if not self.parts:
+            return 0
+        rows, U, c, z, u_max = (torch.cat(parts) for parts in zip(*self.parts, strict=True))
+        solution, n_failed = lawson_hanson(solve, noise.violations, U, c, z, u_max, max_iter)
+        z_out[rows] = solution
+        return n_failed
 
 
 def _pivot_masked(G: Tensor, c: Tensor, U: Tensor, max_iter: int) -> tuple[Tensor, Tensor]:
-    """Accelerator variant: fixed iteration count, full-size masked systems, no host reads."""
+    """Accelerator variant: fixed iteration count, full-size masked systems, no host reads.
+
+    A row whose pivoting stalls keeps Kim & Park's backup rule (single swaps) rather than the
+    CPU's monotone fallback: every iteration runs for every row here, and the fallback's step
+    would more than double the operations of each. Where the budget does not suffice, the
+    device-side assertion of the caller reports it.
+    """
     k, m = U.shape
     z = torch.zeros_like(U)
     F = torch.zeros(k, m, dtype=torch.bool, device=U.device)
@@ -203,3 +243,18 @@ def _pivot_masked(G: Tensor, c: Tensor, U: Tensor, max_iter: int) -> tuple[Tenso
         z = solve_masked(G, c, F)
     converged = ~noise.violations(F, z, torch.addmm(c, z, G)).any(dim=-1)
     return z, converged
+
+
+def _exchange(F: Tensor, V: Tensor, best: Tensor, budget: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """One pivoting step of Kim & Park: swap all violators while their number decreases (and
+    for a few more tries), else only the last one (Murty's backup rule, which makes it finite).
+    """
+    n_violations = V.sum(dim=-1)
+    improved = n_violations < best
+    full = improved | (budget >= 1)
+    budget = torch.where(improved, _FULL_EXCHANGE_BUDGET, torch.where(full, budget - 1, budget))
+    best = torch.where(improved, n_violations, best)
+    m = V.shape[-1]
+    last = m - 1 - torch.argmax(V.flip(-1).to(torch.uint8), dim=-1)
+    single = torch.nn.functional.one_hot(last, m).bool() & V
+    return F ^ torch.where(full.unsqueeze(-1), V, single), best, budget

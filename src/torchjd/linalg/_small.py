@@ -3,7 +3,9 @@
 With ``m ≤ 8`` objectives (the usual multi-task case), a projection costs a few hundred
 floating-point operations, while each tensor operation costs microseconds of overhead: the same
 block principal pivoting as in ``_active_set.py``, run on Python floats (float64), is several
-times faster on the CPU than the batched tensor version.
+times faster on the CPU than the batched tensor version. (Where the number of violations stops
+decreasing, this version keeps Kim & Park's backup rule, single swaps, which with so few
+variables take a few steps; the tensor version switches to ``_monotone.py`` there.)
 """
 
 from __future__ import annotations

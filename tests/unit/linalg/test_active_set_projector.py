@@ -7,6 +7,7 @@ import torch
 from torch import Tensor
 
 import torchjd.linalg._active_set as active_set
+import torchjd.linalg._monotone as monotone
 import torchjd.linalg._small as small_solver
 import torchjd.linalg._systems as systems
 from settings import DEVICE, DTYPE
@@ -437,3 +438,60 @@ def test_many_rows_of_few_objectives_use_compact_systems(monkeypatch: pytest.Mon
     many = active_set.project_onto_dual_cone(U.repeat(20, 1), G_hat, 100, well_conditioned=True)
     assert calls  # 320 rows × 16² entries is past the masked systems' bound
     torch.testing.assert_close(many, few.repeat(20, 1), rtol=1e-10, atol=1e-13)
+
+
+def _half_rank(m: int, seed: int) -> Tensor:
+    """A Gramian of rank about ``m/2``: with a small ``reg_eps``, the number of violators of the
+    block pivoting stops decreasing (before the monotone fallback, 2685 single swaps for
+    ``reg_eps = 1e-6``)."""
+    return _normal(m, m // 2 + 1, seed)
+
+
+@pytest.mark.parametrize("reg_eps", [1e-5, 1e-6, 1e-8])
+def test_stalled_rows_are_finished_by_the_monotone_method(
+    reg_eps: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[int] = []
+    original = monotone.lawson_hanson
+
+    def counting(*args: object, **kwargs: object) -> tuple[Tensor, int]:
+        result = original(*args, **kwargs)  # type: ignore[arg-type]
+        calls.append(1)
+        return result
+
+    monkeypatch.setattr(active_set, "lawson_hanson", counting)
+    J = _half_rank(64, 40)
+    projector = ActiveSetProjector(reg_eps=reg_eps)
+    _check_against_reference(J, torch.eye(64, dtype=torch.float64) / 64, projector)
+    _check_against_reference(J, _other_rows(64, seed=41), projector)
+    assert calls  # the Gramian makes the pivoting stall, else the test checks nothing new
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_monotone_method_solves_from_any_start(seed: int) -> None:
+    """Lawson & Hanson's method alone, from a random non-negative point, on compacted systems."""
+    J = _opposed(48, seed)
+    G_hat = regularized_gramian(J @ J.T, 1e-4, 1e-4)
+    U = torch.eye(48, dtype=torch.float64) / 48
+    solve = systems.CompactSolver(G_hat, well_conditioned=True)
+    noise = active_set._Noise(G_hat, U)
+    start = torch.rand(48, 48, generator=_generator(seed), dtype=torch.float64)
+    z, n_failed = monotone.lawson_hanson(
+        solve, noise.violations, U, U @ G_hat, start, noise.u_max, 500
+    )
+    assert n_failed == 0
+    V_ref = project_reference(U, G_hat)
+    assert gramian_norm_error(U + z, V_ref, G_hat, U) <= 1e-9
+
+
+def test_monotone_method_reports_non_convergence() -> None:
+    J = _opposed(48, 0)
+    G_hat = regularized_gramian(J @ J.T, 1e-4, 1e-4)
+    U = torch.eye(48, dtype=torch.float64) / 48
+    solve = systems.CompactSolver(G_hat, well_conditioned=True)
+    noise = active_set._Noise(G_hat, U)
+    zeros = torch.zeros_like(U)
+    _, n_failed = monotone.lawson_hanson(
+        solve, noise.violations, U, U @ G_hat, zeros, noise.u_max, 1
+    )
+    assert n_failed == 48
