@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from torchjd.linalg import PSDMatrix
@@ -32,6 +33,11 @@ class DualProjWeighting(DualConeWeighting):
     """
 
     def forward(self, stat: PSDMatrix, /) -> Tensor:
+        projector = self._uniform_projector_on_host(stat)
+        if projector is not None:
+            m = stat.shape[0]
+            (v,) = projector.project_rows_on_host([[1.0 / m] * m], stat)
+            return torch.tensor(v, dtype=stat.dtype, device=stat.device)
         u = self.weighting(stat)
         return self.projector(u.unsqueeze(0), stat).squeeze(0)
 

@@ -33,6 +33,13 @@ class UPGradWeighting(DualConeWeighting):
     """
 
     def forward(self, stat: PSDMatrix, /) -> Tensor:
+        projector = self._uniform_projector_on_host(stat)
+        if projector is not None:
+            m = stat.shape[0]
+            U = [[1.0 / m if i == j else 0.0 for j in range(m)] for i in range(m)]
+            V = projector.project_rows_on_host(U, stat)
+            weights = [sum(column) for column in zip(*V, strict=True)]
+            return torch.tensor(weights, dtype=stat.dtype, device=stat.device)
         u = self.weighting(stat)
         return self.projector(torch.diag(u), stat).sum(dim=0)
 

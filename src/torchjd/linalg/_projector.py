@@ -79,7 +79,7 @@ class ActiveSetProjector(DualConeProjector):
         if G.device.type == "cpu":
             max_iter = self.max_iter or 10 * m + 50
             if m <= MAX_SMALL_M and U.numel() <= MAX_SMALL_M * m:
-                return self._project_small(U, G, max_iter)
+                return self._project_small(U, G)
             # The reduced Gramian can have a condition number of ~1e4, too much for a float32
             # solve to be exact; on the CPU, LAPACK factorises these small matrices as fast in
             # float64 as in float32 (measured), so the whole solve runs in float64.
@@ -108,8 +108,17 @@ class ActiveSetProjector(DualConeProjector):
             V = solve(U_2d, G)
         return V.reshape(U.shape).to(U.dtype)
 
-    def _project_small(self, U: Tensor, G: Tensor, max_iter: int) -> Tensor:
+    def _project_small(self, U: Tensor, G: Tensor) -> Tensor:
         """The same computation in Python floats (float64), for a handful of objectives."""
+        m = G.shape[-1]
+        V = self.project_rows_on_host(U.reshape(-1, m).tolist(), G)
+        return torch.tensor(V, dtype=U.dtype, device=U.device).reshape(U.shape)
+
+    def project_rows_on_host(self, U: list[list[float]], G: Tensor) -> list[list[float]]:
+        """Project the rows ``U`` (Python floats) with the Gramian ``G`` of at most 8 objectives,
+        in Python floats (float64), as ``__call__`` does on the CPU; for the weightings, which
+        then need no tensor operation but reading ``G`` and building the result.
+        """
         m = G.shape[-1]
         rows: list[list[float]] = G.tolist()
         trace = sum(rows[j][j] for j in range(m))
@@ -118,8 +127,7 @@ class ActiveSetProjector(DualConeProjector):
             [rows[a][b] * factor + (self.reg_eps if a == b else 0.0) for b in range(m)]
             for a in range(m)
         ]
-        V = project_small(U.reshape(-1, m).tolist(), G_hat, max_iter)
-        return torch.tensor(V, dtype=U.dtype, device=U.device).reshape(U.shape)
+        return project_small(U, G_hat, self.max_iter or 10 * m + 50)
 
     def _normalize_and_regularize(self, G: Tensor) -> Tensor:
         return regularize(normalize(G, self.norm_eps), self.reg_eps)

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from settings import DTYPE
+from settings import DEVICE, DTYPE
 from torchjd.aggregation import (
     DualProj,
     DualProjWeighting,
@@ -136,3 +136,31 @@ def test_repr_and_str() -> None:
     assert str(UPGrad(pref_vector=torch.tensor([1.0, 2.0]))) == "UPGrad([1., 2.])"
     assert str(DualProj(pref_vector=torch.tensor([0.1, 0.25]))) == "DualProj([0.1, 0.25])"
     assert repr(UPGradWeighting()).startswith("UPGradWeighting(\n  pref_vector=None, projector=")
+
+
+@pytest.mark.parametrize("m", [1, 2, 3, 5, 8])
+@pytest.mark.parametrize("cls", [UPGradWeighting, DualProjWeighting])
+def test_python_float_path_matches_the_tensor_path(
+    cls: type[UPGradWeighting | DualProjWeighting], m: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On the CPU, with the default solver and preferences, the weights of up to 8 objectives
+    are computed in Python floats without calling the projector; a forward hook on the
+    preference weighting makes the weighting go through the projector instead (tensor path).
+    """
+    J = randn_(m, 6)
+    G = J @ J.T
+    hooked = cls()
+    seen: list[int] = []
+    hooked.weighting.register_forward_hook(lambda *_: seen.append(1))
+    expected = hooked(G)
+    assert seen  # the tensor path ran
+    if DEVICE.type == "cpu":
+
+        def refuse(*_: object) -> None:
+            raise AssertionError("the Python float path should not call the projector")
+
+        monkeypatch.setattr(ActiveSetProjector, "__call__", refuse)
+    weights = cls()(G)
+    assert weights.dtype == G.dtype
+    assert weights.device == G.device
+    torch.testing.assert_close(weights, expected, atol=ATOL, rtol=ATOL)

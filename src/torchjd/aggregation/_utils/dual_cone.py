@@ -9,11 +9,13 @@ from torch import Tensor
 from torchjd.aggregation._aggregator_bases import GramianWeightedAggregator
 from torchjd.aggregation._mean import MeanWeighting
 from torchjd.aggregation._weighting_bases import _GramianWeighting
-from torchjd.linalg import DualConeProjector
+from torchjd.linalg import ActiveSetProjector, DualConeProjector
 
+from .hooks import is_observed
 from .non_differentiable import NonDifferentiable
 from .pref_vector import pref_vector_to_weighting
 from .projector import make_projector
+from .small import use_python_floats
 from .str import pref_suffix
 
 
@@ -37,6 +39,23 @@ class DualConeWeighting(NonDifferentiable, _GramianWeighting):
         self.weighting = pref_vector_to_weighting(pref_vector, MeanWeighting())
         self.pref_vector = pref_vector
         self.projector = make_projector(norm_eps, reg_eps, solver, projector)
+
+    def _uniform_projector_on_host(self, stat: Tensor) -> ActiveSetProjector | None:
+        """The default projector when it would solve ``stat`` on the host anyway (on the CPU, in
+        Python floats for at most 8 objectives) with uniform preferences that nothing observes,
+        else ``None``. The weighting can then compute in Python floats end to end: each tensor
+        operation saved costs tens of microseconds in a training loop (UPGradWeighting after a
+        garbage collection: 320 -> 250 µs per call for 2 objectives, 550 -> 470 µs for 8).
+        """
+        projector = self.projector
+        if (
+            type(projector) is ActiveSetProjector
+            and type(self.weighting) is MeanWeighting
+            and use_python_floats(stat)
+            and not is_observed(self.weighting)
+        ):
+            return projector
+        return None
 
     def extra_repr(self) -> str:
         return f"pref_vector={self.pref_vector!r}, projector={self.projector!r}"
