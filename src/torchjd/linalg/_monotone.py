@@ -79,7 +79,9 @@ def monotone_step(
     ratio = torch.where(blocked, x / torch.where(gap > 0.0, gap, 1.0), inf)
     step, leaving = ratio.min(dim=-1, keepdim=True)
     moved = x + step.clamp(max=1.0) * (s - x)
-    kept = F & ~torch.zeros_like(F).scatter_(1, leaving, True) & (moved > 0.0)
+    # The variable that blocks the step leaves, with any other blocking one that reaches zero
+    # (free variables at zero that are not blocking stay: they grow on the next step).
+    kept = F & ~torch.zeros_like(F).scatter_(1, leaving, True) & ~(blocked & (moved <= 0.0))
     accepted = accepted.unsqueeze(-1)
     new_x = torch.where(accepted, s, torch.where(kept, moved, 0.0))
     return torch.where(accepted, freed, kept), new_x, solved
