@@ -7,9 +7,10 @@ stops decreasing, and its backup rule, which swaps one variable per step, then n
 of steps (2685 for ``m = 64`` with ``reg_eps = 1e-6``). The rows that stall are handed over to
 this method instead: from a feasible point (``z ≥ 0``), it solves the system of the free set,
 moves towards that solution as far as ``z ≥ 0`` allows (dropping the variable that reaches zero)
-or, once there, frees the variable with the most negative ``y``. The objective decreases at
-every step, so no set is visited twice; it needs about one solve per variable that enters or
-leaves the free set (Lawson & Hanson, *Solving Least Squares Problems*, 1974, ch. 23).
+or, once there, frees the variable with the most negative ``y``. The objective never increases
+(a step of length zero only shrinks the free set), so the method cannot cycle; it needs about
+one solve per variable that enters or leaves the free set (Lawson & Hanson, *Solving Least
+Squares Problems*, 1974, ch. 23).
 """
 
 from __future__ import annotations

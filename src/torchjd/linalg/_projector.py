@@ -21,12 +21,12 @@ class ActiveSetProjector(DualConeProjector):
     principal pivoting on the non-negative least-squares form of the problem (Kim & Park, 2011),
     with Lawson & Hanson's monotone active-set method for the projections where the pivoting
     stalls (on the CPU with more than 8 objectives; elsewhere, single swaps); both terminate with
-    the exact solution, up to rounding. The result has the dtype and device of ``U``. On the CPU the
-    solve runs in float64 (in plain Python floats for up to 8 objectives), so that it is exact
-    even for ill-conditioned Gramians. On accelerators it also runs in float64, reads nothing
-    back to the host (no synchronisation), and is replayed as a CUDA graph once a shape has been
-    seen twice. (On devices without float64, such as MPS, it
-    runs in float32 and is only as exact as the conditioning of the Gramian allows.)
+    the exact solution, up to rounding. The result has the dtype and device of ``U``. On the
+    CPU the solve runs in float64 (in plain Python floats for up to 8 objectives), so that it is
+    exact even for ill-conditioned Gramians. On accelerators it also runs in float64, reads
+    nothing back to the host (no synchronisation), and is replayed as a CUDA graph once a shape
+    has been seen twice. (On devices without float64, such as MPS, it runs in float32 and is
+    only as exact as the conditioning of the Gramian allows.)
 
     Args:
         norm_eps: Below this trace, the Gramian is treated as zero. Defaults to ``1e-4``.
