@@ -109,7 +109,9 @@ def _other_rows(m: int, seed: int) -> Tensor:
     )
 
 
-def _check_against_reference(J: Tensor, U: Tensor, projector: ActiveSetProjector) -> None:
+def _check_against_reference(
+    J: Tensor, U: Tensor, projector: ActiveSetProjector, rtol_factor: float = 1.0
+) -> None:
     G = (J @ J.T).to(device=DEVICE, dtype=DTYPE)
     V = projector(U.to(device=DEVICE, dtype=DTYPE), G)
     assert V.dtype == DTYPE
@@ -118,9 +120,9 @@ def _check_against_reference(J: Tensor, U: Tensor, projector: ActiveSetProjector
     V_ref = project_reference(U, G_hat)
     V64 = V.to("cpu", torch.float64)
     weight_error = float((V64 - V_ref).norm() / V_ref.norm().clamp(min=1e-300))
-    assert gramian_norm_error(V64, V_ref, G_hat, U) <= GRAMIAN_RTOL
+    assert gramian_norm_error(V64, V_ref, G_hat, U) <= GRAMIAN_RTOL * rtol_factor
     if torch.float64 == DTYPE:
-        assert weight_error <= WEIGHT_RTOL
+        assert weight_error <= WEIGHT_RTOL * rtol_factor
 
 
 @pytest.mark.parametrize("name", list(JACOBIANS))
@@ -495,3 +497,33 @@ def test_monotone_method_reports_non_convergence() -> None:
         solve, noise.violations, U, U @ G_hat, zeros, noise.u_max, 1
     )
     assert n_failed == 48
+
+
+def _random_problem(seed: int) -> tuple[Tensor, Tensor, float]:
+    """A random Jacobian of one of several hard kinds, vectors to project, and a ``reg_eps``."""
+    g = _generator(seed)
+    m = [3, 9, 16, 33, 48][seed % 5]
+    kind = seed // 5 % 6
+    n = [2 * m, m // 3 + 1, 1000, m // 2 + 1, 3, 40][kind]
+    J = torch.randn(m, n, generator=g, dtype=torch.float64)
+    if kind == 4:  # nearly opposite rows: many strong conflicts
+        signs = torch.where(torch.rand(m, 1, generator=g) < 0.5, -1.0, 1.0).double()
+        J = signs * J[:1] + 0.1 * J
+    if kind == 5:  # rows on scales from 1e-4 to 1e4
+        J = J * 10.0 ** (8 * torch.rand(m, 1, generator=g, dtype=torch.float64) - 4)
+    U = torch.eye(m, dtype=torch.float64) / m if seed % 2 == 0 else _other_rows(m, seed)
+    reg_eps = [1e-4, 1e-6, 1e-2][seed % 3]
+    return J, U, reg_eps
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_random_problems_match_reference(seed: int) -> None:
+    """A seeded sweep of the kinds of Gramians that a stress campaign of 20,000 cases used: full
+    rank, rank m/3 and m/2 (which make the pivoting stall with a small ``reg_eps``), very wide,
+    nearly opposite rows, scales over eight orders of magnitude. The tolerances of the other
+    tests (at ``reg_eps = 1e-4``) grow with the conditioning: at ``reg_eps = 1e-6``, 1e-7 in
+    float64 (the issue asks for 1e-6) and 1e-4 in float32 (as the issue)."""
+    J, U, reg_eps = _random_problem(seed)
+    # Both solvers' rounding grows with the condition number of Ĝ, about 1 / reg_eps.
+    rtol_factor = max(1.0, 1e-4 / reg_eps)
+    _check_against_reference(J, U, ActiveSetProjector(reg_eps=reg_eps), rtol_factor)
