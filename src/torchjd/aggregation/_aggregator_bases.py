@@ -17,7 +17,7 @@ from ._utils.checks import (
     values_checked_later,
 )
 from ._utils.hooks import is_observed
-from ._weighting_bases import Weighting
+from ._weighting_bases import HALF_DTYPES, Weighting
 
 
 class Aggregator(nn.Module, ABC):
@@ -82,6 +82,8 @@ class WeightedAggregator(Aggregator):
 
     def forward(self, matrix: Matrix, /) -> Tensor:
         weights = self.weighting(matrix)
+        if weights.dtype != matrix.dtype:  # weights of a half-precision matrix, in float32
+            weights = weights.to(matrix.dtype)
         return weights @ matrix
 
     def _result_proves_finite_input(self) -> bool:
@@ -153,7 +155,9 @@ class _ThroughGramian(Weighting[Matrix]):
         self.weighting = gramian_weighting
 
     def forward(self, stat: Matrix, /) -> Tensor:
-        gramian = compute_gramian(stat)
+        # A half-precision Gramian overflows float16 beyond 65504 and holds three significant
+        # digits in bfloat16: it is computed in float32 (and weighted in float32).
+        gramian = compute_gramian(stat.float() if stat.dtype in HALF_DTYPES else stat)
         check_gramian_of(stat, gramian)  # names the matrix, if it is the cause
         weights = self.weighting(gramian)
         check_weights(weights, self.weighting)

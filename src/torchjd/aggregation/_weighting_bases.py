@@ -6,6 +6,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
+import torch
 from torch import Tensor, nn
 
 from torchjd.linalg import Matrix, PSDMatrix
@@ -14,6 +15,9 @@ from ._utils.checks import check_gramian, check_matrix, values_checked_later
 
 _T_contra = TypeVar("_T_contra", bound=Tensor, contravariant=True)
 _U = TypeVar("_U", bound=Tensor)
+
+#: The dtypes that Gramian weightings and aggregators compute in float32.
+HALF_DTYPES = (torch.float16, torch.bfloat16)
 
 
 class Weighting(nn.Module, ABC, Generic[_T_contra]):
@@ -68,9 +72,20 @@ class _MatrixWeighting(Weighting[Matrix], ABC):
 
 
 class _GramianWeighting(Weighting[PSDMatrix], ABC):
-    """A weighting whose input is the Gramian ``J Jᵀ`` of a Jacobian, of shape ``[m, m]``."""
+    """A weighting whose input is the Gramian ``J Jᵀ`` of a Jacobian, of shape ``[m, m]``.
+
+    A half-precision Gramian (float16 or bfloat16, as from a model trained in reduced
+    precision) is weighted in float32, and the weights are returned in its dtype: the
+    factorisations that the weightings use have no half-precision kernels on the CPU, and a
+    bfloat16 Gramian holds three significant digits.
+    """
 
     _checks_what_it_passes_on = True
+
+    def __call__(self, stat: Tensor, /) -> Tensor:
+        if isinstance(stat, Tensor) and stat.dtype in HALF_DTYPES:
+            return super().__call__(stat.float()).to(stat.dtype)
+        return super().__call__(stat)
 
     def _check_input(self, stat: Tensor) -> None:
         check_gramian(stat)

@@ -52,7 +52,9 @@ def _common_dtype(jacobian: Jacobian) -> torch.dtype:
 def gramian_of(jacobian: Jacobian) -> Tensor:
     """``G = J Jᵀ``, summed input by input and block by block (``J`` is never concatenated)."""
     m = jacobian.rows
-    dtype = _common_dtype(jacobian)
+    # At least float32: a half-precision Gramian overflows float16 beyond 65504, and holds three
+    # significant digits in bfloat16.
+    dtype = torch.promote_types(_common_dtype(jacobian), torch.float32)
     device = jacobian.inputs[0].device
     gramian = torch.zeros((m, m), dtype=dtype, device=device)
     ranges = list(zip(jacobian.starts, jacobian.stops(), strict=True))

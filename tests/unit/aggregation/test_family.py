@@ -302,6 +302,27 @@ def test_dtype_and_device_are_preserved(info: AggregatorInfo, dtype: torch.dtype
         assert weights.device == matrix.device
 
 
+@pytest.mark.parametrize("info", _ids(AGGREGATORS))
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_is_computed_in_float32(info: AggregatorInfo, dtype: torch.dtype) -> None:
+    """A float16 or bfloat16 matrix (a model trained in reduced precision) gives the result of
+    the same values in float32, rounded once to its dtype: the Gramian and the weights are
+    computed in float32 (half-precision eigh, pinv and Cholesky do not exist on the CPU), and
+    only the final combination runs in the matrix's dtype. Gramian weightings called with a
+    half-precision Gramian return weights of its dtype."""
+    matrix = normal_matrices["normal_9x11_r9"][: info.max_rows].to(dtype=dtype)
+    result = info.run(matrix)
+    assert_expected_structure(result, matrix)
+    expected = info.run(matrix.float())
+    error = float((result.float() - expected).norm() / expected.norm())
+    assert error <= 2 * torch.finfo(dtype).eps  # measured: at most 0.45 eps
+    if info.weighting is not None:
+        stat = (matrix.float() @ matrix.float().T).to(dtype) if info.gramian_based else matrix
+        weights = info.run_weighting(stat)
+        assert weights.dtype == dtype
+        assert bool(torch.isfinite(weights).all())
+
+
 @pytest.mark.parametrize(("info", "matrix"), _cases(AGGREGATORS, well_conditioned_matrices))
 def test_differentiability(info: AggregatorInfo, matrix: Tensor) -> None:
     """The output requires grad exactly for the differentiable methods, whose gradients work."""

@@ -296,3 +296,18 @@ def test_needs_only_torch() -> None:
     cagrad, nash_mtl = json.loads(completed.stdout)
     assert cagrad == pytest.approx([0.1835, 1.2041, 1.2041], abs=1e-4)
     assert nash_mtl == pytest.approx([0.0542, 0.7061, 0.7061], abs=1e-4)
+
+
+def test_overflowing_gramian_is_an_error_not_zero_weights() -> None:
+    """A Gramian that overflows its dtype used to pass for "no bargaining solution" (zeros)."""
+    J = torch.tensor([[1e20, 2e20, 0.0], [0.0, 1e20, -1e20]], dtype=torch.float32)
+    with pytest.raises(ValueError, match=r"too large for torch.float32"):
+        NashMTL(n_tasks=2)(J)
+
+
+def test_float16_matrix_whose_gramian_exceeds_float16() -> None:
+    """The Gramian of a float16 matrix is computed in float32 (here ~1e6, beyond 65504)."""
+    J = torch.tensor([[300.0, 200.0, 100.0], [-100.0, 500.0, 400.0]])
+    result = NashMTL(n_tasks=2)(J.half())
+    assert result.dtype == torch.float16
+    torch.testing.assert_close(result.float(), NashMTL(n_tasks=2)(J), rtol=2e-3, atol=0.0)

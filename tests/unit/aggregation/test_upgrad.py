@@ -164,3 +164,13 @@ def test_python_float_path_matches_the_tensor_path(
     assert weights.dtype == G.dtype
     assert weights.device == G.device
     torch.testing.assert_close(weights, expected, atol=ATOL, rtol=ATOL)
+
+
+def test_float16_matrix_whose_gramian_exceeds_float16() -> None:
+    """The Gramian of a float16 matrix is computed in float32: here its entries reach ~1e7,
+    beyond float16's 65504, which used to raise an overflow error."""
+    J = torch.randn(4, 1000, generator=torch.Generator().manual_seed(0)) * 100
+    result = UPGrad()(J.half())
+    assert result.dtype == torch.float16
+    expected = UPGrad()(J.half().float())
+    torch.testing.assert_close(result.float(), expected, rtol=2e-3, atol=1e-2)

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import warnings
+from typing import cast
 
+import pytest
 import torch
 from torch import nn
 from torch.testing import assert_close
 
 from settings import DEVICE
 from torchjd import backward, mtl_backward
-from torchjd.aggregation import UPGrad
+from torchjd.aggregation import IMTLG, Aggregator, AlignedMTL, UPGrad
 
 
 def _model() -> tuple[nn.Module, list[nn.Module]]:
@@ -62,3 +64,25 @@ def test_grad_dtype_of_bfloat16_parameters_under_autocast() -> None:
     backward(losses, UPGrad())
     assert layer.weight.grad is not None
     assert layer.weight.grad.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("aggregator", [UPGrad(), AlignedMTL(), IMTLG()], ids=str)
+def test_half_precision_model(dtype: torch.dtype, aggregator: Aggregator) -> None:
+    """A model held in float16 or bfloat16: the Gramian of its Jacobian is built in float32
+    (in half precision it would overflow or keep three digits, and AlignedMTL's eigh and IMTLG's
+    pinv have no half-precision kernels), and `.grad` keeps the parameters' dtype. The update is
+    the float32 aggregation of the same (half-precision) Jacobian, rounded once."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 3)).to(DEVICE, dtype)
+    x = torch.randn(4, 5, device=DEVICE).to(dtype)
+    losses = model(x).pow(2).sum(dim=0)
+    params = list(model.parameters())
+    rows = [torch.autograd.grad(loss, params, retain_graph=True) for loss in losses]
+    J = torch.stack([torch.cat([g.reshape(-1) for g in row]) for row in rows])
+    expected = aggregator(J.float())
+    backward(losses, aggregator)
+    grads = [p.grad for p in params]
+    assert all(g is not None and g.dtype == dtype for g in grads)
+    result = torch.cat([cast(torch.Tensor, g).reshape(-1) for g in grads]).float()
+    assert float((result - expected).norm() / expected.norm()) <= 2 * torch.finfo(dtype).eps
