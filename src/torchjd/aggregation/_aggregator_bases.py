@@ -156,7 +156,8 @@ class _ThroughGramian(Weighting[Matrix]):
 
     def forward(self, stat: Matrix, /) -> Tensor:
         # A half-precision Gramian overflows float16 beyond 65504 and holds three significant
-        # digits in bfloat16: it is computed in float32 (and weighted in float32).
+        # digits in bfloat16: it is computed in float32 (and weighted in float32), from a float32
+        # copy of the matrix (held only while the Gramian is computed).
         gramian = compute_gramian(stat.float() if stat.dtype in HALF_DTYPES else stat)
         check_gramian_of(stat, gramian)  # names the matrix, if it is the cause
         weights = self.weighting(gramian)
