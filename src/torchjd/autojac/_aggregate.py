@@ -70,13 +70,14 @@ def gramian_of(jacobian: Jacobian) -> Tensor:
         for k, (fk, (ak, bk)) in enumerate(zip(flats, ranges, strict=True)):
             if fk is None:
                 continue
-            for fl, (al, bl) in zip(flats[k:], ranges[k:], strict=True):
-                if fl is None:
-                    continue
-                product = fk @ fl.T
-                gramian[ak:bk, al:bl] += product
-                if al != ak:
-                    gramian[al:bl, ak:bk] += product.T
+            add_gram_(gramian[ak:bk, ak:bk], fk)
+            for fl, (al, bl) in zip(flats[k + 1 :], ranges[k + 1 :], strict=True):
+                if fl is not None:  # the block above the diagonal; mirrored once, at the end
+                    gramian[ak:bk, al:bl].addmm_(fk, fl.T)
+    if len(ranges) > 1:
+        for k, (ak, bk) in enumerate(ranges):
+            for al, bl in ranges[k + 1 :]:
+                gramian[al:bl, ak:bk] = gramian[ak:bk, al:bl].T
     return gramian
 
 
