@@ -293,14 +293,16 @@ def _warn_fallback(error: Exception) -> None:
         f"({type(error).__name__}: {reason}). Its rows are computed one by one instead, which "
         "is slower. Pass `parallel_chunk_size=1` to skip the attempt (and this warning).",
         UserWarning,
-        stacklevel=_user_stacklevel(),
+        stacklevel=user_stacklevel(),
     )
 
 
-def _user_stacklevel() -> int:
-    """The ``stacklevel`` (for ``_warn_fallback``) of the first caller outside ``torchjd``."""
+def user_stacklevel() -> int:
+    """The ``stacklevel`` of the first caller outside ``torchjd``, for a warning issued by the
+    function that calls this one.
+    """
     package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    frame: FrameType | None = sys._getframe(2)  # the caller of _warn_fallback (stacklevel 2)
+    frame: FrameType | None = sys._getframe(2)  # the warning's stacklevel 2: its caller
     level = 2
     while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
         frame = frame.f_back

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Sequence
 
 import torch
@@ -22,7 +23,7 @@ from ._inputs import (
     resolve_aggregator,
     unique,
 )
-from ._jacobian import Jacobian, Seeds, compute_jacobian
+from ._jacobian import Jacobian, Seeds, compute_jacobian, user_stacklevel
 
 
 def mtl_backward(
@@ -144,6 +145,14 @@ def mtl_backward(
             torch.stack([torch.zeros_like(feature) if row is None else row for row in rows])
         )
     if not outputs:  # no loss depends on the features: the Jacobian is zero
+        warnings.warn(
+            "None of the losses depends on `features`, so their Jacobian with respect to the "
+            "shared parameters is zero (with an aggregator, the `.grad` of the shared parameters "
+            "is left as it was). If the losses depend on the shared parameters through other "
+            "tensors (a slice or a copy of the features, say), pass those tensors as `features`.",
+            UserWarning,
+            stacklevel=user_stacklevel(),
+        )
         if resolved is None:
             zero = Jacobian(shared, len(loss_list), [0], [[None] for _ in shared])
             store_jacobians(zero, "shared_params")

@@ -283,3 +283,22 @@ def test_vmap_fallback_warning_points_at_the_call() -> None:
     assert len(record) == 1
     assert record[0].filename == __file__
     assert_close(torch.cat([grad_of(p).flatten() for p in model.shared]), update)
+
+
+@pytest.mark.parametrize("with_aggregator", [True, False])
+def test_features_that_no_loss_depends_on_are_reported(with_aggregator: bool) -> None:
+    """Slices of the features passed instead of the features that the heads read: the losses
+    reach the shared parameters only around `features`, so the Jacobian pulled back through
+    them is zero. That is almost always a mistake, hence the warning."""
+    shared = randn_(3, requires_grad=True)
+    head = randn_(3, requires_grad=True)
+    features = shared * 2
+    losses = [(features * head).sum(), features.square().sum()]
+    slices = [features[:2], features[2:]]
+    aggregator = UPGrad() if with_aggregator else None
+    with pytest.warns(UserWarning, match=r"None of the losses depends on `features`"):
+        mtl_backward(losses, slices, aggregator, shared_params=[shared])
+    if with_aggregator:
+        assert shared.grad is None
+    else:
+        assert_close(jac_of(shared), torch.zeros(2, 3, device=DEVICE, dtype=DTYPE))
