@@ -63,10 +63,6 @@ def gramian_of(jacobian: Jacobian) -> Tensor:
             None if b is None else b.reshape(b.shape[0], -1).to(dtype=dtype, device=device)
             for b in blocks
         ]
-        if len(flats) == 1:
-            if flats[0] is not None:
-                add_gram_(gramian, flats[0])
-            continue
         for k, (fk, (ak, bk)) in enumerate(zip(flats, ranges, strict=True)):
             if fk is None:
                 continue
@@ -74,10 +70,9 @@ def gramian_of(jacobian: Jacobian) -> Tensor:
             for fl, (al, bl) in zip(flats[k + 1 :], ranges[k + 1 :], strict=True):
                 if fl is not None:  # the block above the diagonal; mirrored once, at the end
                     gramian[ak:bk, al:bl].addmm_(fk, fl.T)
-    if len(ranges) > 1:
-        for k, (ak, bk) in enumerate(ranges):
-            for al, bl in ranges[k + 1 :]:
-                gramian[al:bl, ak:bk] = gramian[ak:bk, al:bl].T
+    for k, (ak, bk) in enumerate(ranges):
+        for al, bl in ranges[k + 1 :]:
+            gramian[al:bl, ak:bk] = gramian[ak:bk, al:bl].T
     return gramian
 
 
