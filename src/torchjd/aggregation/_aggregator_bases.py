@@ -17,7 +17,7 @@ from ._utils.checks import (
     values_checked_later,
 )
 from ._utils.hooks import is_observed
-from ._weighting_bases import HALF_DTYPES, Weighting
+from ._weighting_bases import Weighting, at_least_float32
 
 
 class Aggregator(nn.Module, ABC):
@@ -155,10 +155,7 @@ class _ThroughGramian(Weighting[Matrix]):
         self.weighting = gramian_weighting
 
     def forward(self, stat: Matrix, /) -> Tensor:
-        # A half-precision Gramian overflows float16 beyond 65504 and holds three significant
-        # digits in bfloat16: it is computed in float32 (and weighted in float32), from a float32
-        # copy of the matrix (held only while the Gramian is computed).
-        gramian = compute_gramian(stat.float() if stat.dtype in HALF_DTYPES else stat)
+        gramian = compute_gramian(at_least_float32(stat))  # (weighted in float32 too)
         check_gramian_of(stat, gramian)  # names the matrix, if it is the cause
         weights = self.weighting(gramian)
         check_weights(weights, self.weighting)

@@ -10,7 +10,7 @@ from torchjd._stateful import Stateful
 from ._aggregator_bases import WeightedAggregator
 from ._utils.checks import check_gramian_of, check_non_negative, check_positive_int
 from ._utils.non_differentiable import NonDifferentiable
-from ._weighting_bases import HALF_DTYPES, _MatrixWeighting
+from ._weighting_bases import _MatrixWeighting, at_least_float32
 
 _DECREMENT_TOL = 1e-12
 """Squared Newton decrement below which one last full Newton step reaches float64 precision."""
@@ -96,10 +96,9 @@ def _solve_bargaining(gramian: Tensor, max_iterations: int) -> Tensor | None:
 
 def _bargaining_weights(matrix: Tensor, max_iterations: int) -> Tensor:
     """The Nash bargaining weights ``α > 0`` with ``α_i (J Jᵀ α)_i = 1``, or zeros if none."""
-    # Only the [m, m] Gramian leaves the device of J (in float64, for the solver). A float16
-    # Gramian would overflow beyond 65504: half precision is multiplied in float32. An overflow
+    # Only the [m, m] Gramian leaves the device of J (in float64, for the solver). An overflow
     # must not pass for "no solution" (zero weights): it is an error that names the matrix.
-    source = matrix.float() if matrix.dtype in HALF_DTYPES else matrix
+    source = at_least_float32(matrix)
     product = source @ source.T
     check_gramian_of(matrix, product)
     gramian = product.to(device="cpu", dtype=torch.float64)

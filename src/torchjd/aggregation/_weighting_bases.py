@@ -20,6 +20,14 @@ _U = TypeVar("_U", bound=Tensor)
 HALF_DTYPES = (torch.float16, torch.bfloat16)
 
 
+def at_least_float32(tensor: Tensor) -> Tensor:
+    """``tensor`` in float32 if it is in half precision, else ``tensor`` itself: the Gramian of a
+    half-precision matrix overflows float16 beyond 65504 and keeps three significant digits in
+    bfloat16, so it is computed from a float32 copy (held only while the Gramian is computed).
+    """
+    return tensor.float() if tensor.dtype in HALF_DTYPES else tensor
+
+
 class Weighting(nn.Module, ABC, Generic[_T_contra]):
     """Maps a statistic of a Jacobian (the matrix ``J`` itself, or its Gramian ``J Jᵀ``) to a
     vector of ``m`` weights, one per objective.
