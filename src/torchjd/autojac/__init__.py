@@ -7,8 +7,9 @@
 - :func:`jac` returns Jacobians without touching any field.
 
 The rows of a Jacobian are vector-Jacobian products, computed in batches with ``torch.vmap``
-(``parallel_chunk_size`` rows at a time); when vmap fails on some model, the rows are computed one
-by one instead, with a warning.
+(``parallel_chunk_size`` rows at a time) or, on the CPU when the model's tensors are large, one by
+one (see :func:`backward`); when vmap fails on some model, the rows are computed one by one
+instead, with a warning.
 """
 
 from ._backward import backward

@@ -69,13 +69,14 @@ def backward(
             of a breadth-first walk of the graph from the ``grad_fn`` of each tensor, in order.
         retain_graph: Keep the graph after the call, so that it can be differentiated again.
         parallel_chunk_size: The number of rows computed in one batched (``torch.vmap``) call.
-            ``None`` lets the library choose: on the CPU, chunks of 16 rows, which measured
-            faster than all rows at once (whose batched intermediates no longer fit in cache) and
-            use less memory; on accelerators, all rows at once. ``1`` uses no vmap at all (less
-            memory). Which is faster depends on the model's operations: on the CPU, ``1`` was
-            measured 2× faster than the default for 16 rows of a CNN with group norms and max
-            pooling (whose batched backward formulas are slow), and 1.6× slower for 32 rows of
-            a small CNN without them. If vmap fails (an operation of the model without batching
+            ``None`` lets the library choose: on accelerators, all rows at once; on the CPU,
+            chunks of 16 rows when every tensor of the graph is small (at most 100,000 entries),
+            else one row at a time. Batching pays on the CPU only while the operations of a row
+            are small: for larger tensors the batched ones no longer fit in cache, and some
+            batching rules (convolutions, group norm, max pooling, attention) copy or loop, so
+            that one row at a time was measured 2 to 5 times faster for a CNN and a transformer,
+            and 1.5 to 2 times slower for a small CNN and a small MLP. ``1`` uses no vmap at all
+            (and the least memory). If vmap fails (an operation of the model without batching
             rule, for example), the rows are computed one by one, with a warning.
         aggregator: Another name for ``A``.
         jac_tensors: The Jacobians to pull back instead of the identity, one per tensor, of shape

@@ -2,8 +2,8 @@
 
 The Jacobian of ``outputs`` with respect to ``inputs`` is pulled back from an initial Jacobian
 (the *seeds*): each row of the result is ``seed_row · ∂outputs/∂inputs``. Rows are computed in
-chunks of ``parallel_chunk_size``; a chunk of several rows is one call of ``torch.autograd.grad``
-under ``torch.vmap``, a single row is a plain call.
+chunks of ``parallel_chunk_size`` (by default, see ``_chunking.py``); a chunk of several rows is
+one call of ``torch.autograd.grad`` under ``torch.vmap``, a single row is a plain call.
 
 The result is kept as row blocks (one per call), never concatenated here: the consumers (the
 Gramian, the aggregation, ``.jac``) either work block by block or copy each block once.
@@ -22,6 +22,8 @@ import torch
 from torch import Tensor
 
 from torchjd._vmap import vmap_fallback_allowed
+
+from ._chunking import default_chunk_size, plan
 
 _Grads = list[Tensor | None]
 
@@ -136,14 +138,6 @@ class Jacobian:
         return Jacobian(inputs, rows, [0], [[matrix] for matrix in matrices])
 
 
-# The rows per batched call on the CPU when `parallel_chunk_size` is None. Larger batches are
-# slower there, their intermediate tensors no longer fitting in cache (IWRM steps of the
-# benchmark's models: all 64 rows at once / chunks of 16: CNN 1143 / 635 ms, transformer 1643 /
-# 730 ms; MLP with 128 rows 73 / 67 ms), and chunks also bound the memory of the batched backward.
-# Accelerators, which need large batches to be busy, get all the rows at once.
-CPU_CHUNK_SIZE = 16
-
-
 def compute_jacobian(
     seeds: Seeds,
     inputs: list[Tensor],
@@ -166,10 +160,8 @@ def compute_jacobian(
     retained = [(t, t.grad) for t in inputs if not t.is_leaf and t.retains_grad]
     computer = _RowComputer(seeds, inputs)
     try:
-        chunk_size = parallel_chunk_size or (
-            CPU_CHUNK_SIZE if inputs[0].device.type == "cpu" else m
-        )
-        for kind, start, stop in _plan(m, chunk_size, retain_graph):
+        chunk_size = parallel_chunk_size or default_chunk_size(seeds.outputs, m, inputs[0].device)
+        for kind, start, stop in plan(m, chunk_size, retain_graph):
             if kind == "rows":
                 computer.rows(start, stop, free_at_end=(stop == m and not retain_graph))
             else:
@@ -181,28 +173,6 @@ def compute_jacobian(
         for tensor, grad in retained:
             tensor.grad = grad
     return Jacobian(inputs, m, computer.starts, computer.blocks)
-
-
-def _plan(m: int, chunk_size: int, retain_graph: bool) -> list[tuple[str, int, int]]:
-    """Split the rows into ``("vmap", start, stop)`` and ``("rows", start, stop)`` segments."""
-    plan: list[tuple[str, int, int]] = []
-
-    def add(kind: str, start: int, stop: int) -> None:
-        if kind == "rows" and plan and plan[-1][0] == "rows":
-            plan[-1] = ("rows", plan[-1][1], stop)  # one buffer for consecutive single rows
-        else:
-            plan.append((kind, start, stop))
-
-    for start in range(0, m, chunk_size):
-        stop = min(start + chunk_size, m)
-        batched_stop = stop - 1 if stop == m and not retain_graph else stop
-        if batched_stop - start >= 2:
-            add("vmap", start, batched_stop)
-            if batched_stop < stop:
-                add("rows", batched_stop, stop)
-        else:
-            add("rows", start, stop)
-    return plan
 
 
 class _RowComputer:
