@@ -12,6 +12,12 @@ from torch import Tensor, nn
 Resolver = Callable[[object, int, list[int]], "int | None"]
 
 
+class AmbiguousBatchDimError(ValueError):
+    """Several dimensions of a tensor have the batch size, and which one holds the samples could
+    not be told.
+    """
+
+
 @dataclass(frozen=True)
 class Batching:
     """The per-sample structure declared by ``batch_dim`` for one call of ``compute_gramian``.
@@ -90,7 +96,7 @@ class Batching:
                 return resolved
         elif self.preferred_dim in candidates:
             return self.preferred_dim
-        raise ValueError(
+        raise AmbiguousBatchDimError(
             f"A tensor of shape {list(shape)} of a {where} has several dimensions of size {size} "
             "(the size of the output's batch dimension), and which of them holds the samples "
             "could not be determined. Give the enclosing module a `batch_first` attribute, use a "

@@ -444,3 +444,52 @@ def test_unseen_uses_are_detected_on_the_first_call(kind: str) -> None:
     message = "The Gramian does not match the gradients of the output"
     with pytest.raises(ValueError, match=re.escape(message)):
         engine.compute_gramian(output)
+
+
+def test_validation_tolerates_rounding_but_not_a_missing_contribution() -> None:
+    """Two backward passes round differently: a relative difference below √eps passes the first
+    call's check, one of 1% (a missed use) does not. (In float64, where the former tolerance,
+    1e3·eps, refused the Gramian of a fuzzed model that matched autograd's to 1e-16.)
+    """
+    model = nn.Sequential(nn.Linear(5, 4), nn.ReLU(), nn.Linear(4, 2))
+    model = model.to(device=DEVICE, dtype=torch.float64)
+    engine = Engine(model, batch_dim=0)
+    output = model(torch.randn(3, 5, dtype=torch.float64, device=DEVICE)).sum(dim=1)
+    gramian = autograd_gramian(output, trainable(model))
+    engine._validate(output, gramian * (1.0 + 1e-9))
+    with pytest.raises(ValueError, match="The Gramian does not match"):
+        engine._validate(output, gramian * 1.01)
+
+
+class _DeadBranch(nn.Module):
+    """A branch whose output gradient is zero at every sample, batched as ``[B, B, 5]``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dead = nn.Linear(5, 3)
+        self.live = nn.Linear(5, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out: Tensor = self.live(x) + 0.0 * self.dead(x)
+        return out
+
+
+def test_ambiguous_batch_dimension_of_a_call_with_zero_gradients() -> None:
+    """Zero gradients tell the probes nothing, but such a call adds nothing to the Gramian."""
+    model = _DeadBranch().to(device=DEVICE, dtype=DTYPE)
+    engine = Engine(model.modules(), batch_dim=0)
+    output = model(randn_(3, 3, 5)).sum(dim=(1, 2))  # the samples along dimension 0 of x
+    expected = autograd_gramian(output, trainable(model))
+    assert_gramians_close(engine.compute_gramian(output), expected)
+
+
+def test_ambiguous_batch_dimension_with_zero_gradient_samples() -> None:
+    """The first and the last samples have zero gradients (padding, say): the other samples
+    still tell where the samples lie.
+    """
+    model = nn.Linear(5, 2).to(device=DEVICE, dtype=DTYPE)
+    engine = Engine(model, batch_dim=0)
+    mask = tensor_([0.0, 1.0, 1.0, 0.0])
+    output = model(randn_(4, 4, 5)).square().sum(dim=(1, 2)) * mask
+    expected = autograd_gramian(output, trainable(model))
+    assert_gramians_close(engine.compute_gramian(output), expected)
