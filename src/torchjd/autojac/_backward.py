@@ -74,8 +74,8 @@ def backward(
             else one row at a time. Batching pays on the CPU only while the operations of a row
             are small: for larger tensors the batched ones no longer fit in cache, and some
             batching rules (convolutions, group norm, max pooling, attention) copy or loop, so
-            that one row at a time was measured 2 to 5 times faster for a CNN and a transformer,
-            and 1.5 to 2 times slower for a small CNN and a small MLP. ``1`` uses no vmap at all
+            that one row at a time was measured 1.3 to 5 times faster for a CNN and a transformer,
+            and 1.2 to 1.8 times slower for a small CNN and a small MLP. ``1`` uses no vmap at all
             (and the least memory). If vmap fails (an operation of the model without batching
             rule, for example), the rows are computed one by one, with a warning.
         aggregator: Another name for ``A``.
