@@ -22,12 +22,12 @@ Hence the default on the CPU: chunks of 16 rows while no tensor of the graph has
 from __future__ import annotations
 
 import math
-from collections import deque
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor
-from torch.autograd.graph import Node
+
+from ._graph import walk
 
 # Rows per batched call on the CPU when the tensors are small: more rows gain little there and
 # hold more memory (all 128 rows of the benchmark's MLP at once: 73 ms, by 16: 67 ms).
@@ -50,22 +50,13 @@ def largest_numel(outputs: Sequence[Tensor], limit: int) -> int | None:
     ``outputs`` (the walk stops at the first one above ``limit``), or ``None`` if the graph does
     not tell (a version of torch without ``Node._input_metadata``, or a nested tensor).
     """
-    queue: deque[Node] = deque(t.grad_fn for t in outputs if t.grad_fn is not None)
-    visited: set[Node] = set()
     largest = 0
     try:
-        while queue:
-            node = queue.popleft()
-            if node in visited:
-                continue
-            visited.add(node)
+        for node in walk(outputs):
             for metadata in node._input_metadata:  # one per output of the forward operation
                 largest = max(largest, int(math.prod(metadata.shape)))
                 if largest > limit:
                     return largest
-            for next_node, _ in node.next_functions:
-                if next_node is not None:
-                    queue.append(next_node)
     except (AttributeError, RuntimeError, TypeError):
         return None
     return largest
