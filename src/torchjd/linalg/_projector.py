@@ -77,9 +77,9 @@ class ActiveSetProjector(DualConeProjector):
         """Project every row of ``U`` (``[..., m]``) with the Gramian ``G`` (``[m, m]``)."""
         m = G.shape[-1]
         if G.device.type == "cpu":
-            max_iter = self.max_iter or 10 * m + 50
             if m <= MAX_SMALL_M and U.numel() <= MAX_SMALL_M * m:
                 return self._project_small(U, G)
+            max_iter = self._cpu_max_iter(m)
             # The reduced Gramian can have a condition number of ~1e4, too much for a float32
             # solve to be exact; on the CPU, LAPACK factorises these small matrices as fast in
             # float64 as in float32 (measured), so the whole solve runs in float64.
@@ -127,7 +127,10 @@ class ActiveSetProjector(DualConeProjector):
             [rows[a][b] * factor + (self.reg_eps if a == b else 0.0) for b in range(m)]
             for a in range(m)
         ]
-        return project_small(U, G_hat, self.max_iter or 10 * m + 50)
+        return project_small(U, G_hat, self._cpu_max_iter(m))
+
+    def _cpu_max_iter(self, m: int) -> int:
+        return self.max_iter or 10 * m + 50
 
     def _normalize_and_regularize(self, G: Tensor) -> Tensor:
         return regularize(normalize(G, self.norm_eps), self.reg_eps)
