@@ -55,7 +55,12 @@ class AttentionRule(Rule):
         )
 
     def handled_params(self, module: nn.Module) -> tuple[nn.Parameter, ...]:
-        return tuple(module.parameters())
+        # Registered parameters only, as in `Rule.handled_params` (so not a parametrized
+        # `out_proj.weight`).
+        own = (module._parameters.get(name) for name in ("in_proj_weight", "in_proj_bias"))
+        out_proj = module.get_submodule("out_proj")
+        projection = (out_proj._parameters.get(name) for name in ("weight", "bias"))
+        return tuple(p for p in (*own, *projection) if p is not None)
 
     def inputs(self, args: tuple[object, ...], kwargs: dict[str, object]) -> tuple[Tensor, ...]:
         values = [

@@ -95,9 +95,23 @@ class Rule(ABC):
         """Whether this rule can handle every call of ``module`` (options, overridden forward)."""
         return True
 
+    def param_names(self, module: nn.Module) -> tuple[str, ...]:
+        """The attributes of ``module`` that the rule's formula reads as its parameters."""
+        return ("weight", "bias")
+
     def handled_params(self, module: nn.Module) -> tuple[nn.Parameter, ...]:
-        """The parameters whose uses inside a call of ``module`` the rule accounts for."""
-        return tuple(module.parameters(recurse=False))
+        """The parameters whose uses inside a call of ``module`` the rule accounts for.
+
+        For a closed-form rule, the attributes of :meth:`param_names` that are parameters
+        registered on the module itself. An attribute computed from other parameters (by
+        ``torch.nn.utils.parametrize``, or by the forward pre-hook of the older
+        ``torch.nn.utils.weight_norm``) is not one: those parameters are then left unhandled,
+        which hands the module to the generic rule (see ``rule_for``).
+        """
+        registered = module._parameters
+        return tuple(
+            p for name in self.param_names(module) if (p := registered.get(name)) is not None
+        )
 
     def inputs(self, args: tuple[object, ...], kwargs: dict[str, object]) -> tuple[Tensor, ...]:
         """The tensors of the call that the rule will read (kept until the Gramian is computed)."""

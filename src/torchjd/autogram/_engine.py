@@ -19,7 +19,7 @@ from ._batching import AmbiguousBatchDimError, Batching
 from ._call import Call
 from ._gramian_shape import generalize, rows_to_output
 from ._hooks import CURRENT_PASS, CallLog, ModuleHooks
-from ._modules import SAMPLE_MIXING_TYPES, collect_modules
+from ._modules import SAMPLE_MIXING_TYPES, collect_modules, parametrization_modules
 from ._registry import rule_for
 
 
@@ -88,8 +88,9 @@ class Engine:
     shared tokens; ``MultiheadAttention`` and the recurrent layers rebuild their (deterministic)
     attention or recurrence from the recorded inputs when no dropout is active and no mask is
     given (otherwise they use the generic rule). Modules without a closed-form rule (custom
-    modules, free
-    parameters) are back-propagated once per objective, which is exact but slower: wrapping a
+    modules, free parameters, and layers whose weight is computed from other parameters, as by
+    ``torch.nn.utils.parametrize`` or ``weight_norm``: the parametrization is differentiated with
+    the layer) are back-propagated once per objective, which is exact but slower: wrapping a
     free parameter into a small module of its own keeps that work small.
 
     Limitations: a use of a differentiated parameter is seen only inside the forward pass of a
@@ -135,8 +136,9 @@ class Engine:
         self._log = CallLog()
         self._params = {id(p): p for m in all_modules for p in m.parameters()}
         self._handles: list[RemovableHandle] = []
+        computing_parametrizations = parametrization_modules(all_modules)
         for module in all_modules:
-            if next(module.parameters(), None) is None:
+            if next(module.parameters(), None) is None or id(module) in computing_parametrizations:
                 continue
             hooks = ModuleHooks(self._log, module, rule_for(module))
             self._handles.append(module.register_forward_pre_hook(hooks.pre, with_kwargs=True))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from torch import nn
+from torch.nn.utils.parametrize import is_parametrized
 
 SAMPLE_MIXING_TYPES: tuple[type[nn.Module], ...] = (
     nn.BatchNorm1d,
@@ -36,3 +37,20 @@ def collect_modules(modules: tuple[nn.Module | Iterable[nn.Module], ...]) -> lis
             for module in root.modules():
                 found.setdefault(id(module), module)
     return list(found.values())
+
+
+def parametrization_modules(modules: list[nn.Module]) -> set[int]:
+    """The ids of the modules that compute the parametrized tensors of ``modules``.
+
+    ``torch.nn.utils.parametrize`` moves a parametrized parameter into a ``parametrizations``
+    child of its owner, whose modules compute the tensor (from the original parameters) when
+    the owner reads it, so inside the owner's forward pass. They are not hooked: the tensor they
+    return holds no sample, and the owner's call accounts for the original parameters (its
+    generic rule back-propagates through the parametrization).
+    """
+    found: set[int] = set()
+    for module in modules:
+        parametrizations = module._modules.get("parametrizations")
+        if isinstance(parametrizations, nn.ModuleDict) and is_parametrized(module):
+            found.update(id(child) for child in parametrizations.modules())
+    return found

@@ -61,6 +61,10 @@ class RecurrentRule(Rule):
         # Exact types only: a subclass may change the recurrence.
         return type(module) in (nn.RNN, nn.LSTM, nn.GRU) and getattr(module, "proj_size", 0) == 0
 
+    def param_names(self, module: nn.Module) -> tuple[str, ...]:
+        names: list[str] = getattr(module, "_flat_weights_names", [])
+        return tuple(names)
+
     def inputs(self, args: tuple[object, ...], kwargs: dict[str, object]) -> tuple[Tensor, ...]:
         first = args[0] if args else kwargs.get("input")
         if not isinstance(first, Tensor):  # A PackedSequence: the generic rule handles it.

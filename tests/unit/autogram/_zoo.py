@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -194,6 +195,50 @@ class ResidualInPlace(nn.Module):
         return result
 
 
+class _Scale(nn.Module):
+    """A parametrization with a learnable parameter of its own."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.linspace(0.5, 1.5, size))
+
+    def forward(self, tensor: Tensor) -> Tensor:
+        return tensor * self.scale.unsqueeze(-1)
+
+
+class Parametrized(nn.Module):
+    """Layers whose parameters are computed from others: ``torch.nn.utils.parametrize`` (weight
+    and spectral normalisation, orthogonality, a learnable parametrization, on a Linear, a
+    convolution, a recurrent layer and an attention's output projection) and the older
+    hook-based ``weight_norm`` and ``spectral_norm``.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        new = nn.utils.parametrizations
+        self.linear = new.weight_norm(nn.Linear(4, 6))
+        self.orthogonal = new.orthogonal(nn.Linear(6, 6))
+        self.scaled = nn.Linear(6, 6)
+        nn.utils.parametrize.register_parametrization(self.scaled, "weight", _Scale(6))
+        self.conv = new.spectral_norm(nn.Conv1d(6, 6, 2, padding=1))
+        self.attention = nn.MultiheadAttention(6, 2, batch_first=True)
+        new.weight_norm(self.attention.out_proj)
+        self.recurrent = new.weight_norm(nn.GRU(6, 6, batch_first=True), name="weight_hh_l0")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # (deprecated, still in use)
+            self.old_weight_norm = nn.utils.weight_norm(nn.Linear(6, 6))
+        self.old_spectral_norm = nn.utils.spectral_norm(nn.Conv1d(6, 3, 1))
+
+    def forward(self, x: Tensor) -> Tensor:  # x: [B, T, 4]
+        h = torch.tanh(self.scaled(self.orthogonal(torch.tanh(self.linear(x)))))
+        h = self.conv(h.transpose(1, 2))[..., :-1].transpose(1, 2)
+        h = h + self.attention(h, h, h, need_weights=False)[0]
+        h = self.recurrent(h)[0]
+        h = torch.tanh(self.old_weight_norm(h))
+        out: Tensor = self.old_spectral_norm(h.transpose(1, 2)).sum(dim=2)
+        return out
+
+
 def cnn() -> nn.Module:
     return nn.Sequential(
         nn.Conv2d(2, 4, 3, padding=1, stride=2),
@@ -291,6 +336,7 @@ CASES = [
     Case("shared-parameter", SharedParameter, lambda b: x_(b, 3, 4), per_token, (0, None)),
     Case("frozen", Frozen, lambda b: x_(b, 5), per_token, (0, None)),
     Case("pytree", PytreeNet, lambda b: x_(b, 3), per_token, (0, None)),
+    Case("parametrized", Parametrized, lambda b: x_(b, 3, 4), per_token, (0, None)),
     Case(
         "transformer-batch-first",
         lambda: Transformer(batch_first=True),

@@ -112,6 +112,26 @@ def test_subclass_with_own_forward_gets_generic_rule() -> None:
     assert not isinstance(rule_for(Plain(2, 2)), GenericRule)
 
 
+def test_computed_parameters_get_generic_rule() -> None:
+    """A closed form reads ``module.weight`` as a parameter: a weight computed from others
+    (``parametrize``, or the hook of the older ``weight_norm``) hands the module to the generic
+    rule, and the modules computing a parametrization are not hooked.
+    """
+    parametrized = nn.utils.parametrizations.weight_norm(nn.Linear(2, 2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        hooked = nn.utils.weight_norm(nn.Linear(2, 2))
+    recurrent = nn.utils.parametrizations.weight_norm(nn.GRU(2, 2), name="weight_hh_l0")
+    attention = nn.MultiheadAttention(2, 1)
+    nn.utils.parametrizations.weight_norm(attention.out_proj)
+    for module in (parametrized, hooked, recurrent, attention):
+        assert isinstance(rule_for(module), GenericRule)
+    assert not isinstance(rule_for(nn.GRU(2, 2)), GenericRule)
+    assert not isinstance(rule_for(nn.MultiheadAttention(2, 1)), GenericRule)
+    engine = Engine(parametrized, batch_dim=0)
+    assert len(engine._handles) == 2  # The pre-hook and the forward hook of the Linear only.
+
+
 def test_embedding_scaled_by_frequency_is_exact() -> None:
     """``scale_grad_by_freq`` couples positions through counts: handled by the generic rule."""
     module = nn.Embedding(5, 3, scale_grad_by_freq=True).to(device=DEVICE, dtype=DTYPE)
