@@ -143,17 +143,24 @@ class AttentionRule(Rule):
                 return t.unsqueeze(0)
             return t.transpose(0, 1) if sequence_first else t
 
-        inputs = [local(t.detach().to(grad.dtype)) for t in call.inputs]
+        # The attention is rebuilt in one dtype, at least float32: under autocast, the recorded
+        # inputs, the parameters and the output gradient can each have a different one.
+        dtype = torch.promote_types(grad.dtype, torch.float32)
+
+        def constant(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t.detach().to(dtype)
+
+        inputs = [local(t.detach().to(dtype)) for t in call.inputs]
         size, heads = module.embed_dim, module.num_heads
         head_dim = size // heads
-        weight = module.in_proj_weight.detach().to(grad.dtype)
-        bias = module.in_proj_bias
+        weight = module.in_proj_weight.detach().to(dtype)
+        bias = constant(module.in_proj_bias)
         with torch.enable_grad():
             projected = [
                 F.linear(
                     x,
                     weight[i * size : (i + 1) * size],
-                    None if bias is None else bias.detach()[i * size : (i + 1) * size],
+                    None if bias is None else bias[i * size : (i + 1) * size],
                 )
                 .detach()
                 .requires_grad_()
@@ -162,11 +169,10 @@ class AttentionRule(Rule):
             q, k, v = (t.reshape(*t.shape[:-1], heads, head_dim).transpose(1, 2) for t in projected)
             scores = torch.softmax((q / math.sqrt(head_dim)) @ k.transpose(-2, -1), dim=-1)
             attended = (scores @ v).transpose(1, 2).flatten(start_dim=2)
-            out = F.linear(
-                attended,
-                module.out_proj.weight.detach(),
-                None if module.out_proj.bias is None else module.out_proj.bias.detach(),
-            )
+            out_proj = module.out_proj
+            out_weight = out_proj.weight.detach().to(dtype)
+            out = F.linear(attended, out_weight, constant(out_proj.bias))
+            grad = grad.to(dtype)
             out_grad = grad.transpose(1, 2) if sequence_first else grad
             out_grad = out_grad if batched else out_grad.unsqueeze(1)
             single = rows == 1

@@ -93,6 +93,12 @@ class Engine:
     the layer) are back-propagated once per objective, which is exact but slower: wrapping a
     free parameter into a small module of its own keeps that work small.
 
+    Mixed precision: under ``torch.autocast``, the Gramian has the dtype of ``output`` (float32
+    for losses) and the closed-form rules multiply in that dtype, so that the Gramian of losses
+    scaled by a ``GradScaler`` does not overflow float16 where autograd's does not; it matches
+    autograd's to the precision of the half dtype. When it does overflow, a weighting refuses
+    it: ``examples/mixed_precision.py`` shows how the step is then skipped.
+
     Limitations: a use of a differentiated parameter is seen only inside the forward pass of a
     given module; a parameter used outside of every given module's forward (in the loss, say),
     or read directly by a parent module that also calls the child that owns it, is missed. So
@@ -192,22 +198,24 @@ class Engine:
             # The rules read recorded tensors that require grad: the Gramian itself is a
             # constant (no graph of its own, like the weights computed from it).
             with torch.no_grad():
-                n_reached = self._accumulate(
+                n_reached, coarsest_eps = self._accumulate(
                     gramian, output, grad_outputs, self._log.live_calls(), batching
                 )
             if n_reached == 0:
                 self._check_independent(output)
             elif not self._validated:
-                self._validate(output, gramian)
+                self._validate(output, gramian, coarsest_eps)
         return generalize(gramian, shape, self._batch_dim)
 
-    def _validate(self, output: Tensor, gramian: Tensor) -> None:
+    def _validate(self, output: Tensor, gramian: Tensor, coarsest_eps: float) -> None:
         """Check, on the first Gramian, that ``vᵀ G v = ‖∇ (v · output)‖²`` for a random ``v``.
 
         Both are ``‖Σ_i v_i J_i‖²``. A use of a parameter that the hooks did not see, or samples
         that are not independent although ``batch_dim`` says so, break the equality: one
         ordinary backward pass, on the first call only, turns these silent errors into a
         ``ValueError`` (the structure of a model rarely changes from one step to the next).
+        ``coarsest_eps`` is the machine epsilon of the least precise dtype that the backward
+        pass went through (bfloat16 under autocast, say).
         """
         generator = torch.Generator().manual_seed(0)
         v = torch.randn(gramian.shape[0], generator=generator, dtype=torch.float64)
@@ -228,7 +236,11 @@ class Engine:
         # whose Gramian matched autograd's to 1e-16. A missed use of a parameter shows at the
         # order of its contribution, far above √eps.
         eps = torch.finfo(gramian.dtype).eps
-        tolerance = max(1e3 * eps, eps**0.5) * scale
+        # In half precision (a model in bfloat16, or autocast), the two passes round apart by
+        # a fraction of eps of that dtype (measured over the test zoo under autocast, 5 seeds:
+        # at most 0.36 eps of the scale): 20 eps leaves a wide margin, and a missed use of a
+        # parameter larger than that still shows.
+        tolerance = max(1e3 * eps, eps**0.5, 20 * coarsest_eps) * scale
         if bool((actual - expected).abs() > tolerance + torch.finfo(torch.float64).tiny):
             raise ValueError(
                 "The Gramian does not match the gradients of the output (for a random "
@@ -288,10 +300,12 @@ class Engine:
         grad_outputs: Tensor,
         calls: list[Call],
         batching: Batching,
-    ) -> int:
-        """Add the Gramian of ``output`` to ``gramian``; return the number of calls reached."""
+    ) -> tuple[int, float]:
+        """Add the Gramian of ``output`` to ``gramian``; return the number of calls reached and
+        the machine epsilon of the least precise dtype of their output gradients.
+        """
         if not calls:
-            return 0
+            return 0, 0.0
         edges = [edge for call in calls for edge in call.output_edges]
         single_row = grad_outputs.shape[0] == 1
         token = object()
@@ -310,14 +324,24 @@ class Engine:
         # Gradients with respect to gradient edges can be zeros instead of None for outputs that
         # the output does not depend on: the anchors' backward tells which were reached.
         reached: list[tuple[Call, list[Tensor | None]]] = []
+        coarsest_eps = 0.0
         start = 0
         for call in calls:
             stop = start + len(call.output_edges)
             if call.reached_by is token:
-                call_grads: list[Tensor | None] = [
-                    None if (g is None or not hit) else g.unsqueeze(0) if single_row else g
-                    for g, hit in zip(grads[start:stop], call.reached_outputs, strict=True)
-                ]
+                call_grads: list[Tensor | None] = []
+                for g, hit in zip(grads[start:stop], call.reached_outputs, strict=True):
+                    if g is None or not hit:
+                        call_grads.append(None)
+                        continue
+                    coarsest_eps = max(coarsest_eps, torch.finfo(g.dtype).eps)
+                    # The rules compute in the dtype of the output gradients. Under autocast,
+                    # those are float16 or bfloat16 while the Gramian (in the output's dtype,
+                    # float32 for a loss) is finer: promoting them keeps the rules' products
+                    # (xᵀ g, per-sample sums of squares) from overflowing float16, as they
+                    # would with losses scaled by a GradScaler.
+                    g = g.to(torch.promote_types(g.dtype, gramian.dtype))
+                    call_grads.append(g.unsqueeze(0) if single_row else g)
                 if any(g is not None for g in call_grads):
                     reached.append((call, call_grads))
             start = stop
@@ -350,7 +374,7 @@ class Engine:
                     shared[id(param)] = flat if previous is None else previous + flat
         for flat in shared.values():
             gramian.addmm_(flat, flat.T)
-        return len(reached)
+        return len(reached), coarsest_eps
 
 
 class _Prober:

@@ -456,9 +456,9 @@ def test_validation_tolerates_rounding_but_not_a_missing_contribution() -> None:
     engine = Engine(model, batch_dim=0)
     output = model(torch.randn(3, 5, dtype=torch.float64, device=DEVICE)).sum(dim=1)
     gramian = autograd_gramian(output, trainable(model))
-    engine._validate(output, gramian * (1.0 + 1e-9))
+    engine._validate(output, gramian * (1.0 + 1e-9), 0.0)
     with pytest.raises(ValueError, match="The Gramian does not match"):
-        engine._validate(output, gramian * 1.01)
+        engine._validate(output, gramian * 1.01, 0.0)
 
 
 class _DeadBranch(nn.Module):
