@@ -114,3 +114,30 @@ def test_shape_only_shortcut_still_runs_the_weighting_hooks(aggregator: Weighted
 )
 def test_finite_check_of_any_dtype(values: Tensor, expected: bool) -> None:
     assert _all_finite_on_host(values) is expected
+
+
+@pytest.mark.parametrize("size", [65, 1000, 8192, 8193, 20000])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+@pytest.mark.parametrize("layout", ["vector", "strided", "matrix", "requires_grad"])
+def test_finite_check_beyond_the_host_read(size: int, dtype: torch.dtype, layout: str) -> None:
+    """Above 64 entries the check goes through a sum of squares (a dot product, or a matrix
+    product beyond 8192 entries): every layout and dtype tells finite values, huge ones (whose
+    squares overflow), NaN and inf apart, wherever the bad entry is."""
+    finite_max = torch.finfo(dtype).max
+
+    def build(last: float) -> Tensor:
+        values = torch.ones(2 * size, dtype=dtype)
+        values[-2] = last
+        if layout == "strided":
+            return values[::2]  # the bad entry at index size - 1, a non-contiguous vector
+        values = values[size:]
+        if layout == "matrix" and size % 5 == 0:
+            return values.reshape(5, -1)
+        if layout == "requires_grad":
+            return values.clone().requires_grad_()
+        return values
+
+    assert _all_finite_on_host(build(1.0)) is True
+    assert _all_finite_on_host(build(finite_max)) is True
+    assert _all_finite_on_host(build(NAN)) is False
+    assert _all_finite_on_host(build(-INF)) is False

@@ -32,6 +32,9 @@ def check_gramian_of(matrix: Tensor, gramian: Tensor) -> None:
 
 # Up to this many entries, the values are read by the host and checked there.
 _HOST_CHECK_NUMEL = 64
+# Up to this many entries, the sum of squares is a dot product (one call of the dispatcher, no
+# view); above, a matrix-vector product, which runs the BLAS routine of the aggregation itself.
+_DOT_CHECK_NUMEL = 8192
 
 
 def _all_finite_on_host(tensor: Tensor) -> bool:
@@ -43,14 +46,24 @@ def _all_finite_on_host(tensor: Tensor) -> bool:
     ``isfinite(x).all()`` was measured at 45 µs for 1000 entries, ``x.sum()`` at 2 µs, and for
     1e5 entries right after a matrix-vector product (an aggregation) the product ``x·x``, which
     runs the same BLAS routine, took 40 µs against 140 µs for the sum. It reads the data once
-    without allocating a mask.
+    without allocating a mask. Each tensor operation costs tens of microseconds when caches are
+    cold, so none is spent that is not needed: for a vector of up to a few thousand entries (the
+    aggregation of a small matrix), ``Mean()`` measured 385 instead of 430 µs with ``dot`` on the
+    vector itself than with ``detach``, ``reshape``, ``view`` and a matrix product.
     """
     if not tensor.is_floating_point():  # integers and booleans are finite; complex: exactly
         return not tensor.is_complex() or bool(torch.isfinite(tensor).all())
-    flat = tensor.detach().reshape(-1)
-    if flat.shape[0] <= _HOST_CHECK_NUMEL:  # (weights, small Gramians: one read, no product)
+    flat = tensor.detach() if tensor.requires_grad else tensor
+    if flat.ndim != 1:
+        flat = flat.reshape(-1)
+    n = flat.shape[0]
+    if n <= _HOST_CHECK_NUMEL:  # (weights, small Gramians: one read, no product)
         return all(math.isfinite(x) for x in flat.tolist())
-    if math.isfinite(float(flat.view(1, -1) @ flat)):
+    if n <= _DOT_CHECK_NUMEL and flat.dtype in (torch.float32, torch.float64):
+        square = flat.dot(flat)
+    else:
+        square = flat.view(1, -1) @ flat
+    if math.isfinite(float(square)):
         return True
     return bool(torch.isfinite(tensor).all())
 
