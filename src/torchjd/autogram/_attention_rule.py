@@ -143,9 +143,10 @@ class AttentionRule(Rule):
                 return t.unsqueeze(0)
             return t.transpose(0, 1) if sequence_first else t
 
-        # The attention is rebuilt in one dtype, at least float32: under autocast, the recorded
-        # inputs, the parameters and the output gradient can each have a different one.
-        dtype = torch.promote_types(grad.dtype, torch.float32)
+        # The attention is rebuilt in the dtype of the output gradient, which the engine has
+        # promoted to the Gramian's: under autocast, the recorded inputs and the parameters
+        # can each have another one.
+        dtype = grad.dtype
 
         def constant(t: Tensor | None) -> Tensor | None:
             return None if t is None else t.detach().to(dtype)
@@ -172,7 +173,6 @@ class AttentionRule(Rule):
             out_proj = module.out_proj
             out_weight = out_proj.weight.detach().to(dtype)
             out = F.linear(attended, out_weight, constant(out_proj.bias))
-            grad = grad.to(dtype)
             out_grad = grad.transpose(1, 2) if sequence_first else grad
             out_grad = out_grad if batched else out_grad.unsqueeze(1)
             single = rows == 1
