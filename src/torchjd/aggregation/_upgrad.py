@@ -3,7 +3,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from torchjd.linalg import PSDMatrix
+from torchjd.linalg import ActiveSetProjector, PSDMatrix
 
 from ._utils.dual_cone import DualConeAggregator, DualConeWeighting
 
@@ -41,6 +41,8 @@ class UPGradWeighting(DualConeWeighting):
             weights = [sum(column) for column in zip(*V, strict=True)]
             return torch.tensor(weights, dtype=stat.dtype, device=stat.device)
         u = self.weighting(stat)
+        if type(self.projector) is ActiveSetProjector:
+            return self.projector.sum_of_diagonal_projections(u, stat)
         return self.projector(torch.diag(u), stat).sum(dim=0)
 
 

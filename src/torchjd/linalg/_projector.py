@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._active_set import project_onto_dual_cone
+from ._active_set import project_onto_dual_cone, sum_of_diagonal_projections
 from ._cuda_graph import GraphCache
 from ._dual_cone import DualConeProjector
 from ._matrix import normalize, regularize
@@ -107,6 +107,32 @@ class ActiveSetProjector(DualConeProjector):
         else:
             V = solve(U_2d, G)
         return V.reshape(U.shape).to(U.dtype)
+
+    def sum_of_diagonal_projections(self, u: Tensor, G: Tensor) -> Tensor:
+        """The sum of the projections of the rows of ``diag(u)``: UPGrad's weights for the
+        preferences ``u`` (``[m]``), equal to ``self(torch.diag(u), G).sum(dim=0)``.
+
+        On the CPU with more than 8 objectives, the solve uses that ``U`` is diagonal and sums
+        its result in float64, with four fewer operations on ``[m, m]`` tensors.
+
+        Example:
+            >>> import torch
+            >>> G = torch.tensor([[1.0, -1.0], [-1.0, 4.0]])
+            >>> ActiveSetProjector(norm_eps=0.0, reg_eps=0.0).sum_of_diagonal_projections(
+            ...     torch.tensor([1.0, 1.0]), G
+            ... )
+            tensor([2.0000, 1.2500])
+        """
+        m = G.shape[-1]
+        if G.device.type != "cpu" or m <= MAX_SMALL_M:
+            return self(torch.diag(u), G).sum(dim=0)
+        weights = sum_of_diagonal_projections(
+            u.double(),
+            self._normalize_and_regularize_on_host(G),
+            self._cpu_max_iter(m),
+            well_conditioned=self.reg_eps >= 1e-7,
+        )
+        return weights.to(u.dtype)
 
     def _project_small(self, U: Tensor, G: Tensor) -> Tensor:
         """The same computation in Python floats (float64), for a handful of objectives."""

@@ -37,29 +37,31 @@ class CompactSolver:
         if well_conditioned:
             L, info = torch.linalg.cholesky_ex(G)
             if not bool(info):
-                self.H = torch.cholesky_inverse(L)
+                # LAPACK returns the inverse column-major; it is exactly symmetric, so its
+                # transpose is the same matrix stored by rows, which the gathers need.
+                self.H = torch.cholesky_inverse(L).mT
                 self._complement = _SetSystems(self.H, positive_definite=True)
         # The factorisation of G proves it positive definite, hence every principal submatrix.
         self._direct = _SetSystems(G, positive_definite=self.H is not None)
 
     def __call__(self, U: Tensor, c: Tensor, F: Tensor) -> tuple[Tensor, Tensor]:
+        # The sizes of the sets are read once, for the choice of form and the systems' width.
+        n_free = F.sum(dim=-1)
+        sizes = n_free.tolist()
         H = self.H
-        if H is None:
-            z = self._direct.solve(-c, F)
+        m = self.m
+        if H is not None and 2 * min(sizes, default=m) > m:  # the usual case in IWRM
+            mu = self._complement.solve(U, ~F, m - n_free, m - min(sizes))
+            return _from_complement(mu, H, U, F), mu
+        if H is None or 2 * max(sizes, default=0) <= m:
+            z = self._direct.solve(-c, F, n_free, max(sizes, default=0))
         else:
-            by_complement = 2 * F.sum(dim=-1) > self.m
-            n_complement = int(by_complement.sum())
-            if n_complement == F.shape[0]:  # the usual case in instance-wise training
-                mu = self._complement.solve(U, ~F)
-                return _from_complement(mu, H, U, F), mu
-            if n_complement == 0:
-                z = self._direct.solve(-c, F)
-            else:
-                z = torch.empty_like(U)
-                direct = ~by_complement
-                z[direct] = self._direct.solve(-c[direct], F[direct])
-                U_c, F_c = U[by_complement], F[by_complement]
-                z[by_complement] = _from_complement(self._complement.solve(U_c, ~F_c), H, U_c, F_c)
+            z = torch.empty_like(U)
+            by_complement = 2 * n_free > m
+            direct = ~by_complement
+            z[direct] = self._direct.solve(-c[direct], F[direct])
+            U_c, F_c = U[by_complement], F[by_complement]
+            z[by_complement] = _from_complement(self._complement.solve(U_c, ~F_c), H, U_c, F_c)
         return z, torch.addmm(c, z, self.G)
 
 
@@ -119,7 +121,7 @@ class _SetSystems:
         self._extended = M
         self._width = 0
         m = M.shape[0]
-        self._indices = torch.arange(2 * m, device=M.device, dtype=torch.int32)
+        self._indices = torch.arange(2 * m, device=M.device)
 
     def _extension(self, width: int) -> Tensor:
         if width > self._width:
@@ -132,9 +134,18 @@ class _SetSystems:
             self._extended = extended
         return self._extended
 
-    def solve(self, rhs: Tensor, S: Tensor) -> Tensor:
-        sizes = S.sum(dim=-1)
-        width = int(sizes.max()) if S.shape[0] > 0 else 0
+    def solve(
+        self, rhs: Tensor, S: Tensor, sizes: Tensor | None = None, width: int | None = None
+    ) -> Tensor:
+        """Solve the system of each row's set.
+
+        ``sizes`` (``S.sum(dim=-1)``) and ``width`` (their maximum) may be given when the caller
+        has them.
+        """
+        if sizes is None:
+            sizes = S.sum(dim=-1)
+        if width is None:
+            width = int(sizes.max()) if S.shape[0] > 0 else 0
         if width == 0:
             return torch.zeros(S.shape, dtype=self.M.dtype, device=self.M.device)
         return self._solve_bucketed(rhs, S, sizes, width)
@@ -157,26 +168,53 @@ class _SetSystems:
 
     def _solve_padded(self, rhs: Tensor, S: Tensor, width: int) -> Tensor:
         k, m = S.shape
-        # `order`: each row's set in increasing order, then indices off the set.
-        if 3 * width <= m:  # topk of distinct keys is cheaper than a sort (measured)
-            keys = torch.where(S, self._indices[:m], self._indices[m:])  # j, or m + j off S
-            keys, order = torch.topk(keys, width, largest=False)
-            valid = keys < m
-        else:
-            order = torch.argsort((~S).to(torch.uint8), dim=-1, stable=True)[:, :width]
-            valid = torch.gather(S, 1, order)
+        order, valid = _order(S, width, self._indices)
         if self.positive_definite:
             M, slots = self.M, order
         else:
             M = self._extension(width)
             slots = torch.where(valid, order, self._indices[m : m + width])
-        # (Broadcast indices: a materialised [k, width, width] index costs page faults.)
-        solution = solve_spd(
-            M[slots.unsqueeze(-1), slots.unsqueeze(-2)], torch.gather(rhs, 1, order), valid
-        )
+        solution = solve_spd(_principal_submatrices(M, slots), torch.gather(rhs, 1, order), valid)
         return torch.zeros(k, m, dtype=self.M.dtype, device=self.M.device).scatter_(
             1, order, solution
         )
+
+
+def _order(S: Tensor, width: int, indices: Tensor) -> tuple[Tensor, Tensor]:
+    """The first ``width`` indices of each row's set in increasing order, then of the indices off
+    the set in increasing order (``[k, width]``), and where the set's own end (``valid``).
+
+    ``indices`` is ``arange(2m)``. For narrow widths, ``topk`` of distinct keys (``j`` on
+    the set, ``m + j`` off it); for wide ones, each index's position from a cumulative sum,
+    scattered: measured for m = 128 with 128 rows, 127 vs 198 µs at a width of 20, but 444 vs
+    227 µs at 45 and 553 vs 242 µs at 70 (where a stable argsort took 290-390 µs).
+    """
+    m = S.shape[-1]
+    if 3 * width <= m:
+        keys = torch.where(S, indices[:m], indices[m:])
+        keys, order = torch.topk(keys, width, largest=False)
+        return order, keys < m
+    columns = indices[:m]
+    before = S.cumsum(dim=-1)  # set members up to each index, included
+    size = before[:, -1:]
+    # A member goes to (members before it); a non-member to size + (non-members before it).
+    position = torch.where(S, before - 1, (columns - before).add_(size))
+    order = torch.empty_like(position).scatter_(1, position, columns.expand_as(position))
+    return order[:, :width], columns[:width] < size
+
+
+def _principal_submatrices(M: Tensor, slots: Tensor) -> Tensor:
+    """``M[slots_r][:, slots_r]`` for every row ``slots_r`` of ``slots`` (``[k, width]``), as a new
+    contiguous ``[k, width, width]`` tensor.
+
+    One ``index_select`` of the flattened ``M`` with int32 flat indices: measured 3-4 times faster
+    than advanced indexing with two broadcast indices (m = 128, k = 128: 345 -> 109 µs for a
+    width of 22, 2.7 -> 0.6 ms for 69).
+    """
+    k, width = slots.shape
+    rows = slots.to(torch.int32)  # (half the index memory of int64, for the largest tensor)
+    flat = (rows * M.shape[-1]).unsqueeze(-1) + rows.unsqueeze(-2)
+    return M.reshape(-1).index_select(0, flat.view(-1)).view(k, width, width)
 
 
 def solve_masked(G: Tensor, c: Tensor, F: Tensor) -> Tensor:
@@ -228,6 +266,6 @@ def solve_spd(systems: Tensor, rhs: Tensor, leading: Tensor | None = None) -> Te
         device_assert((info == 0).all(), "The regularised Gramian is not positive definite.")
     half = torch.linalg.solve_triangular(L, rhs.unsqueeze(-1), upper=False)
     if leading is not None:  # (out of place: autograd saves `half` for the backward pass)
-        half = half.masked_fill(~leading.unsqueeze(-1), 0.0)
+        half = torch.where(leading.unsqueeze(-1), half, 0.0)
     x: Tensor = torch.linalg.solve_triangular(L.mT, half, upper=True)
     return x.squeeze(-1)

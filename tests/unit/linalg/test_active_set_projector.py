@@ -21,6 +21,10 @@ WEIGHT_RTOL = 1e-9 if torch.float64 == DTYPE else 1e-6
 GRAMIAN_RTOL = 1e-9 if torch.float64 == DTYPE else 1e-6
 
 
+def _u_max(U: Tensor) -> Tensor:
+    return U.abs().amax(dim=-1)
+
+
 def _generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
@@ -239,8 +243,8 @@ def test_masked_variant_matches_compact_variant(name: str) -> None:
     G_hat = regularized_gramian(J @ J.T, 1e-4, 1e-4)
     U = torch.eye(m, dtype=torch.float64) / m
     c = U @ G_hat
-    z_compact, n_failed = active_set._pivot_compact(G_hat, c, U, 1000)
-    z_masked, converged_masked = active_set._pivot_masked(G_hat, c, U, m + 24)
+    z_compact, n_failed = active_set._pivot_compact(G_hat, c, U, _u_max(U), 1000)
+    z_masked, converged_masked = active_set._pivot_masked(G_hat, c, U, _u_max(U), m + 24)
     assert n_failed == 0
     assert z_compact is not None
     assert bool(converged_masked.all())
@@ -251,7 +255,7 @@ def test_masked_variant_reports_non_convergence() -> None:
     J = JACOBIANS["m48_opposed"]()
     G_hat = regularized_gramian(J @ J.T, 1e-4, 1e-4)
     U = torch.eye(48, dtype=torch.float64) / 48
-    _, converged = active_set._pivot_masked(G_hat, U @ G_hat, U, 0)
+    _, converged = active_set._pivot_masked(G_hat, U @ G_hat, U, _u_max(U), 0)
     assert not bool(converged.all())
 
 
@@ -350,7 +354,7 @@ def test_accelerator_iteration_budget_suffices(name: str, dtype: torch.dtype) ->
     m = J.shape[0]
     G_hat = regularized_gramian(J @ J.T, 1e-4, 1e-4).to(dtype)
     for U in [torch.eye(m, dtype=dtype) / m, _other_rows(m, 3).to(dtype)]:
-        z, converged = active_set._pivot_masked(G_hat, U @ G_hat, U, m + 24)
+        z, converged = active_set._pivot_masked(G_hat, U @ G_hat, U, _u_max(U), m + 24)
         assert bool(converged.all())
         if dtype == torch.float64:  # a float32 solve is only as exact as the conditioning allows
             V_ref = project_reference(U, G_hat)
@@ -415,7 +419,7 @@ def test_complement_form_matches_direct_form(name: str) -> None:
     c = U @ G_hat
     solver = systems.CompactSolver(G_hat, well_conditioned=True)
     assert solver.H is not None
-    z, n_failed = active_set._pivot_compact(G_hat, c, U, 1000, well_conditioned=True)
+    z, n_failed = active_set._pivot_compact(G_hat, c, U, _u_max(U), 1000, well_conditioned=True)
     assert n_failed == 0
     assert z is not None
     assert systems.CompactSolver(G_hat, well_conditioned=False).H is None
@@ -476,7 +480,7 @@ def test_monotone_method_solves_from_any_start(seed: int) -> None:
     G_hat = regularized_gramian(J @ J.T, 1e-4, 1e-4)
     U = torch.eye(48, dtype=torch.float64) / 48
     solve = systems.CompactSolver(G_hat, well_conditioned=True)
-    noise = active_set._Noise(G_hat, U)
+    noise = active_set._Noise(G_hat, _u_max(U))
     start = torch.rand(48, 48, generator=_generator(seed), dtype=torch.float64)
     z, n_failed = monotone.lawson_hanson(
         solve, noise.violations, U, U @ G_hat, start, noise.u_max, 500
@@ -491,7 +495,7 @@ def test_monotone_method_reports_non_convergence() -> None:
     G_hat = regularized_gramian(J @ J.T, 1e-4, 1e-4)
     U = torch.eye(48, dtype=torch.float64) / 48
     solve = systems.CompactSolver(G_hat, well_conditioned=True)
-    noise = active_set._Noise(G_hat, U)
+    noise = active_set._Noise(G_hat, _u_max(U))
     zeros = torch.zeros_like(U)
     _, n_failed = monotone.lawson_hanson(
         solve, noise.violations, U, U @ G_hat, zeros, noise.u_max, 1
@@ -527,3 +531,35 @@ def test_random_problems_match_reference(seed: int) -> None:
     # Both solvers' rounding grows with the condition number of Ĝ, about 1 / reg_eps.
     rtol_factor = max(1.0, 1e-4 / reg_eps)
     _check_against_reference(J, U, ActiveSetProjector(reg_eps=reg_eps), rtol_factor)
+
+
+@pytest.mark.parametrize("name", list(JACOBIANS))
+def test_sum_of_diagonal_projections_matches_reference(name: str) -> None:
+    """UPGrad's weights for non-uniform preferences (one of them zero), by the diagonal solve,
+    equal the sum of the reference projections of the rows of ``diag(u)``; the result keeps the
+    dtype and device of ``u``."""
+    J = JACOBIANS[name]()
+    m = J.shape[0]
+    u = torch.rand(m, generator=_generator(3), dtype=torch.float64) + 0.1
+    u[0] = 0.0 if m > 1 else u[0]
+    G = (J @ J.T).to(device=DEVICE, dtype=DTYPE)
+    projector = ActiveSetProjector()
+    weights = projector.sum_of_diagonal_projections(u.to(device=DEVICE, dtype=DTYPE), G)
+    assert weights.dtype == DTYPE
+    assert weights.device == G.device
+    G_hat = regularized_gramian(G, projector.norm_eps, projector.reg_eps)
+    expected = project_reference(torch.diag(u), G_hat).sum(dim=0)
+    error = float((weights.to("cpu", torch.float64) - expected).norm() / expected.norm())
+    assert error <= (1e-9 if torch.float64 == DTYPE else 1e-5)
+
+
+def test_sum_of_diagonal_projections_is_the_sum_of_the_projections() -> None:
+    """The same numbers as projecting ``diag(u)`` and summing, for m below and above the
+    Python-float and masked-system thresholds."""
+    for m in (3, 8, 20, 40, 96):
+        J = _normal(m, 2 * m, seed=m)
+        G = (J @ J.T).to(device=DEVICE, dtype=DTYPE)
+        u = torch.full((m,), 1.0 / m, device=DEVICE, dtype=DTYPE)
+        projector = ActiveSetProjector()
+        expected = projector(torch.diag(u), G).sum(dim=0)
+        torch.testing.assert_close(projector.sum_of_diagonal_projections(u, G), expected)

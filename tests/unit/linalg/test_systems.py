@@ -87,3 +87,21 @@ def test_set_systems_are_differentiable(positive_definite: bool) -> None:
         return systems._SetSystems(M, positive_definite).solve(rhs, S)
 
     assert torch.autograd.gradcheck(solve, (B,))
+
+
+@pytest.mark.parametrize("width_fraction", [0.1, 0.3, 0.5, 1.0])
+def test_order_lists_the_set_then_the_rest(width_fraction: float) -> None:
+    """Both ways of ordering (``topk`` for narrow systems, a cumulative sum for wide ones) give
+    each row's set in increasing order, then the other indices in increasing order."""
+    g = torch.Generator().manual_seed(3)
+    k, m = 40, 96
+    S = torch.rand(k, m, generator=g) < width_fraction * torch.rand(k, 1, generator=g)
+    S[0] = False
+    S[1] = True
+    width = max(int(S.sum(dim=-1).max()), 1)
+    order, valid = systems._order(S, width, torch.arange(2 * m))
+    for row in range(k):
+        members = S[row].nonzero().squeeze(1).tolist()
+        others = (~S[row]).nonzero().squeeze(1).tolist()
+        assert order[row].tolist() == (members + others)[:width]
+        assert valid[row].tolist() == [i < len(members) for i in range(width)]
