@@ -24,56 +24,104 @@ _NEGLIGIBLE = 1e-12
 _MAX_OUTER_ITERATIONS = 200
 """Cap on the iterations on ``τ`` (each Newton-like step is safeguarded by bisection)."""
 
-_Corral = tuple[list[int], Tensor]
+_Corral = tuple[list[int], list[float]]
 """A support (indices of affinely independent rows) and barycentric coordinates on it."""
 
 
-def _affine_coordinates(gramian: Tensor, b: Tensor, support: list[int]) -> tuple[Tensor, Tensor]:
-    """Return ``(origin, slope)``: ``origin − τ·slope`` are the barycentric coordinates of the
-    point of the affine hull of ``{a_i : i ∈ support}`` closest to ``−τ g₀``, for every ``τ``.
+class _Hull:
+    """The rows ``a_i`` of one solve (through the normalised float64 Gramian) and the bordered
+    matrices of the systems of its faces.
 
-    ``origin`` gives the point ``q`` of the hull closest to 0 and ``slope`` (summing to 0) gives
-    ``h``, the projection of ``g₀`` on the directions of the hull. Both solve the bordered system
-    ``[[G_SS, 1], [1ᵀ, 0]] [x; ν] = rhs``, which is invertible for affinely independent points.
+    The scalar arithmetic of the solver (on supports of a few to ``m`` points) runs on Python
+    floats; only the products with the Gramian and the linear solves are tensor operations:
+    measured 3-5 times fewer tensor operations per step than with tensors throughout.
     """
-    k = len(support)
-    index = torch.tensor(support)
-    system = gramian.new_zeros(k + 1, k + 1)
-    system[:k, :k] = gramian[index][:, index]
-    system[:k, k] = 1.0
-    system[k, :k] = 1.0
-    rhs = gramian.new_zeros(k + 1, 2)
-    rhs[k, 0] = 1.0
-    rhs[:k, 1] = b[index]
-    solution, info = torch.linalg.solve_ex(system, rhs)
-    if int(info) != 0:  # numerically dependent rows: a least-squares solution is good enough
-        solution = torch.linalg.lstsq(system, rhs).solution
-    return solution[:k, 0], solution[:k, 1]
+
+    def __init__(self, gramian: Tensor, b: Tensor, gamma: float) -> None:
+        m = gramian.shape[0]
+        self.m = m
+        self.gramian = gramian
+        self.gamma = gamma
+        # [[G, 1], [1ᵀ, 0]] and the right-hand sides [e_m, (b; 0)] of every face's system.
+        bordered = gramian.new_zeros(m + 1, m + 1)
+        bordered[:m, :m] = gramian
+        bordered[:m, m] = 1.0
+        bordered[m, :m] = 1.0
+        self.bordered = bordered
+        rhs = gramian.new_zeros(m + 1, 2)
+        rhs[m, 0] = 1.0
+        rhs[:m, 1] = b
+        self.rhs = rhs
+        self.b: list[float] = b.tolist()
+        self.diagonal: list[float] = gramian.diagonal().tolist()
+
+    def scale(self, tau: float) -> float:
+        """``max_i ‖a_i + τ g₀‖²``, the scale of the optimality gaps."""
+        shifted = (d + 2.0 * tau * b for d, b in zip(self.diagonal, self.b, strict=True))
+        return max(shifted) + tau * tau * self.gamma
+
+    def affine_coordinates(self, support: list[int]) -> tuple[list[float], list[float]]:
+        """Return ``(origin, slope)``: ``origin − τ·slope`` are the barycentric coordinates of
+        the point of the affine hull of ``{a_i : i ∈ support}`` closest to ``−τ g₀``, for every
+        ``τ``.
+
+        ``origin`` gives the point ``q`` of the hull closest to 0 and ``slope`` (summing to 0)
+        gives ``h``, the projection of ``g₀`` on the directions of the hull. Both solve the
+        bordered system ``[[G_SS, 1], [1ᵀ, 0]] [x; ν] = rhs``, invertible for affinely
+        independent points.
+        """
+        index = torch.tensor([*support, self.m])
+        system = self.bordered.index_select(0, index).index_select(1, index)
+        rhs = self.rhs.index_select(0, index)
+        solution, info = torch.linalg.solve_ex(system, rhs)
+        if int(info) != 0:  # numerically dependent rows: a least-squares solution is good enough
+            solution = torch.linalg.lstsq(system, rhs).solution
+        pairs: list[list[float]] = solution[: len(support)].tolist()
+        return [pair[0] for pair in pairs], [pair[1] for pair in pairs]
+
+    def inner(self, support: list[int], coords: list[float]) -> list[float]:
+        """``⟨a_i, d⟩`` for every row, where ``d = Σ_k coords_k a_{support_k}``."""
+        columns = self.gramian.index_select(1, torch.tensor(support))
+        weights = torch.tensor(coords, dtype=self.gramian.dtype)
+        return (columns @ weights).tolist()
 
 
-def _minor_cycle(gramian: Tensor, b: Tensor, tau: float, corral: _Corral) -> _Corral:
+def _dot(support: list[int], coords: list[float], values: list[float]) -> float:
+    """``Σ_k coords_k · values[support_k]``."""
+    return sum(c * values[i] for i, c in zip(support, coords, strict=True))
+
+
+def _first_argmin(values: list[float]) -> int:
+    return min(range(len(values)), key=values.__getitem__)  # the first minimum, as torch
+
+
+def _minor_cycle(hull: _Hull, tau: float, corral: _Corral) -> _Corral:
     """Move from ``corral`` towards the point of its affine hull closest to ``−τ g₀``, dropping
     the rows whose coordinate vanishes, until that point has positive coordinates.
     """
     support, coords = corral
     while True:
-        origin, slope = _affine_coordinates(gramian, b, support)
-        target = origin - tau * slope
-        leaving = target <= _COORDINATE_TOL
-        if not bool(leaving.any()):
+        origin, slope = hull.affine_coordinates(support)
+        target = [o - tau * s for o, s in zip(origin, slope, strict=True)]
+        if all(t > _COORDINATE_TOL for t in target):
             return support, target
-        ratios = torch.where(leaving, coords / (coords - target), math.inf)
-        first = int(ratios.argmin())
-        coords = coords + float(ratios[first]) * (target - coords)
+        # The largest step towards the target that keeps every coordinate non-negative (a
+        # coordinate already at the target, hence at zero, leaves at once).
+        ratios = [
+            (c / (c - t) if c != t else 0.0) if t <= _COORDINATE_TOL else math.inf
+            for c, t in zip(coords, target, strict=True)
+        ]
+        first = _first_argmin(ratios)
+        step = ratios[first]
+        coords = [c + step * (t - c) for c, t in zip(coords, target, strict=True)]
         coords[first] = 0.0
-        kept = coords > _COORDINATE_TOL
-        support = [i for i, keep in zip(support, kept.tolist(), strict=True) if keep]
-        coords = coords[kept] / coords[kept].sum()
+        kept = [k for k, c in enumerate(coords) if c > _COORDINATE_TOL]
+        total = sum(coords[k] for k in kept)
+        support = [support[k] for k in kept]
+        coords = [coords[k] / total for k in kept]
 
 
-def _project(
-    gramian: Tensor, b: Tensor, tau: float, gamma: float, corral: _Corral, tol: float
-) -> _Corral:
+def _project(hull: _Hull, tau: float, corral: _Corral, tol: float) -> _Corral:
     """Project ``−τ g₀`` onto the convex hull of the rows ``a_i`` with Wolfe's min-norm-point
     algorithm (on the points ``a_i + τ g₀``), warm-started from ``corral``.
 
@@ -83,43 +131,39 @@ def _project(
     ``−τ g₀`` strictly decreases and each iteration ends on a new affinely independent support,
     so the algorithm is finite; it also stops if rounding errors prevent any decrease.
     """
-    scale = float((gramian.diagonal() + 2.0 * tau * b).max()) + tau * tau * gamma
+    scale = hull.scale(tau)
     support, coords = corral
     previous = math.inf
-    for _ in range(50 * gramian.shape[0] + 50):
-        support, coords = _minor_cycle(gramian, b, tau, (support, coords))
-        index = torch.tensor(support)
-        inner = gramian[:, index] @ coords  # ⟨a_i, d⟩
-        shifted = inner + tau * b  # ⟨a_i, d + τ g₀⟩
-        current = float(coords @ shifted[index])  # ⟨d, d + τ g₀⟩
-        distance = current + tau * (float(b[index] @ coords) + tau * gamma)  # ‖d + τ g₀‖²
-        j = int(shifted.argmin())
-        gap = current - float(shifted[j])
+    for _ in range(50 * hull.m + 50):
+        support, coords = _minor_cycle(hull, tau, (support, coords))
+        inner = hull.inner(support, coords)  # ⟨a_i, d⟩
+        shifted = [x + tau * b for x, b in zip(inner, hull.b, strict=True)]  # ⟨a_i, d + τ g₀⟩
+        current = _dot(support, coords, shifted)  # ⟨d, d + τ g₀⟩
+        distance = current + tau * (_dot(support, coords, hull.b) + tau * hull.gamma)
+        j = _first_argmin(shifted)
+        gap = current - shifted[j]
         if gap <= tol * scale or j in support or distance >= previous:
             return support, coords
-        previous = distance
-        segment = float(gramian[j, j]) - 2.0 * float(inner[j]) + float(coords @ inner[index])
-        step = min(1.0, gap / segment) if segment > 0.0 else 1.0  # segment = ‖a_j − d‖²
+        previous = distance  # ‖d + τ g₀‖²
+        segment = hull.diagonal[j] - 2.0 * inner[j] + _dot(support, coords, inner)  # ‖a_j − d‖²
+        step = min(1.0, gap / segment) if segment > 0.0 else 1.0
         if step >= 1.0:
-            support, coords = [j], gramian.new_ones(1)
+            support, coords = [j], [1.0]
         else:
             support = [*support, j]
-            coords = torch.cat([(1.0 - step) * coords, coords.new_full((1,), step)])
+            coords = [(1.0 - step) * c for c in coords] + [step]
     raise RuntimeError("CAGrad: Wolfe's algorithm did not converge (numerical breakdown).")
 
 
-def _is_projection(
-    gramian: Tensor, b: Tensor, tau: float, gamma: float, corral: _Corral, tol: float
-) -> bool:
+def _is_projection(hull: _Hull, tau: float, corral: _Corral, tol: float) -> bool:
     """Whether ``corral`` gives the projection of ``−τ g₀`` onto the hull (KKT certificate)."""
     support, coords = corral
-    if float(coords.min()) < -tol:
+    if min(coords) < -tol:
         return False
-    index = torch.tensor(support)
-    shifted = gramian[:, index] @ coords + tau * b
-    gap = float(coords @ shifted[index]) - float(shifted.min())
-    scale = float((gramian.diagonal() + 2.0 * tau * b).max()) + tau * tau * gamma
-    return gap <= tol * scale
+    inner = hull.inner(support, coords)
+    shifted = [x + tau * b for x, b in zip(inner, hull.b, strict=True)]
+    gap = _dot(support, coords, shifted) - min(shifted)
+    return gap <= tol * hull.scale(tau)
 
 
 def _solve(gramian: Tensor, b: Tensor, gamma: float, sqrt_phi: float, tol: float) -> Tensor:
@@ -134,29 +178,30 @@ def _solve(gramian: Tensor, b: Tensor, gamma: float, sqrt_phi: float, tol: float
     there; otherwise the projection is recomputed at the root (or at the middle of the bracket).
     ``tol`` is the relative precision of ``gramian`` (see the module constants).
     """
+    hull = _Hull(gramian, b, gamma)
     s2 = sqrt_phi * sqrt_phi
-    lower, upper = 0.0, math.sqrt(float(gramian.diagonal().max())) / sqrt_phi
+    lower, upper = 0.0, math.sqrt(max(hull.diagonal)) / sqrt_phi
     tau = min(math.sqrt(gamma) / sqrt_phi, upper)
-    corral: _Corral = ([int((gramian.diagonal() + 2.0 * tau * b).argmin())], gramian.new_ones(1))
+    start = [d + 2.0 * tau * b_i for d, b_i in zip(hull.diagonal, hull.b, strict=True)]
+    corral: _Corral = ([_first_argmin(start)], [1.0])
     for _ in range(_MAX_OUTER_ITERATIONS):
-        corral = _project(gramian, b, tau, gamma, corral, tol)
+        corral = _project(hull, tau, corral, tol)
         support, coords = corral
-        index = torch.tensor(support)
-        face = gramian[index][:, index]
-        squared_norm = float(coords @ face @ coords)
+        squared_norm = _dot(support, coords, hull.inner(support, coords))  # ‖d(τ)‖²
         if abs(squared_norm - s2 * tau * tau) <= _FACE_FACTOR * tol * s2 * tau * tau:
             break  # ‖d(τ)‖ = √φ τ up to the precision of the Gramian
         if squared_norm > s2 * tau * tau:
             lower = tau
         else:
             upper = tau
-        origin, slope = _affine_coordinates(gramian, b, support)
-        h2 = max(float(b[index] @ slope), 0.0)
+        origin, slope = hull.affine_coordinates(support)
+        h2 = max(_dot(support, slope, hull.b), 0.0)
         root = math.inf
         if h2 < s2:
-            root = math.sqrt(max(float(origin @ face @ origin), 0.0) / (s2 - h2))
-            candidate = (support, origin - root * slope)
-            if _is_projection(gramian, b, root, gamma, candidate, _FACE_FACTOR * tol):
+            q2 = _dot(support, origin, hull.inner(support, origin))  # ‖q‖²
+            root = math.sqrt(max(q2, 0.0) / (s2 - h2))
+            candidate = (support, [o - root * s for o, s in zip(origin, slope, strict=True)])
+            if _is_projection(hull, root, candidate, _FACE_FACTOR * tol):
                 corral = candidate
                 break
         if upper - lower <= 1e-15 * upper or sqrt_phi * upper <= _NEGLIGIBLE:
@@ -166,9 +211,11 @@ def _solve(gramian: Tensor, b: Tensor, gamma: float, sqrt_phi: float, tol: float
     else:
         raise RuntimeError("CAGrad: the solver did not converge (numerical breakdown).")
     support, coords = corral
-    weights = gramian.new_zeros(gramian.shape[0])
-    weights[torch.tensor(support)] = coords.clamp(min=0.0)
-    return weights / weights.sum()
+    weights = [0.0] * hull.m
+    for i, c in zip(support, coords, strict=True):
+        weights[i] = max(c, 0.0)
+    total = sum(weights)
+    return torch.tensor([w / total for w in weights], dtype=gramian.dtype)
 
 
 class CAGradWeighting(NonDifferentiable, _GramianWeighting):

@@ -37,20 +37,36 @@ def _frank_wolfe_step(gramian: Tensor, alpha: Tensor) -> tuple[Tensor | None, in
 # the CPU for random Gramians (100 steps): 9.6, 5.6, 3.0 and 1.9 times faster than tensors for
 # m = 32, 64, 128 and 256 (the threshold was 32: MGDA on 128 x 1000 took 10.9 ms, now 3.6 ms).
 _MAX_FLOAT_M = 256
+# Above this many objectives, the rows of G are read when a step first needs them: reading all
+# of a 128 x 128 Gramian costs ~0.4 ms, more than the few steps of a nearly diagonal one.
+_MAX_EAGER_M = 32
 
 
-def _frank_wolfe_on_floats(G: list[list[float]], epsilon: float, max_iters: int) -> list[float]:
+def _frank_wolfe_on_floats(gramian: Tensor, epsilon: float, max_iters: int) -> list[float]:
     """The iterations of :class:`MGDAWeighting`, on Python floats (see ``_utils/small.py``).
 
     ``Gα`` is updated with the column of the chosen vertex rather than recomputed: ``O(m)``
     operations per step instead of ``O(m²)``.
     """
-    m = len(G)
+    m = gramian.shape[0]
+    if m <= _MAX_EAGER_M:
+        rows: list[list[float]] = gramian.tolist()
+        row = rows.__getitem__
+        g_alpha = [sum(r) / m for r in rows]
+    else:
+        read: dict[int, list[float]] = {}
+
+        def row(t: int) -> list[float]:
+            if t not in read:
+                read[t] = gramian[t].tolist()
+            return read[t]
+
+        g_alpha = (gramian.sum(dim=1, dtype=torch.float64) / m).tolist()
     alpha = [1.0 / m] * m
-    g_alpha = [sum(row) / m for row in G]
     for _ in range(max_iters):
         t = min(range(m), key=g_alpha.__getitem__)  # the first minimum, as torch.argmin
-        a, b, c = g_alpha[t], sum(x * y for x, y in zip(alpha, g_alpha, strict=True)), G[t][t]
+        column = row(t)
+        a, b, c = g_alpha[t], sum(x * y for x, y in zip(alpha, g_alpha, strict=True)), column[t]
         if c <= a:
             gamma = 1.0
         elif b <= a:
@@ -60,7 +76,7 @@ def _frank_wolfe_on_floats(G: list[list[float]], epsilon: float, max_iters: int)
         keep = 1.0 - gamma
         alpha = [x * keep for x in alpha]
         alpha[t] += gamma
-        g_alpha = [keep * x + gamma * y for x, y in zip(g_alpha, G[t], strict=True)]
+        g_alpha = [keep * x + gamma * y for x, y in zip(g_alpha, column, strict=True)]
         if gamma < epsilon:
             break
     return alpha
@@ -106,7 +122,7 @@ class MGDAWeighting(_GramianWeighting):
 
     def forward(self, stat: Tensor, /) -> Tensor:
         if use_python_floats(stat, _MAX_FLOAT_M):
-            weights = _frank_wolfe_on_floats(stat.tolist(), self.epsilon, self.max_iters)
+            weights = _frank_wolfe_on_floats(stat, self.epsilon, self.max_iters)
             return torch.tensor(weights, dtype=stat.dtype, device=stat.device)
         m = stat.shape[0]
         alpha = torch.full((m,), 1.0 / m, dtype=stat.dtype, device=stat.device)
