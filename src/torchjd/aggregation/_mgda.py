@@ -49,19 +49,18 @@ def _frank_wolfe_on_floats(gramian: Tensor, epsilon: float, max_iters: int) -> l
     operations per step instead of ``O(m²)``.
     """
     m = gramian.shape[0]
+    read: dict[int, list[float]] = {}
     if m <= _MAX_EAGER_M:
-        rows: list[list[float]] = gramian.tolist()
-        row = rows.__getitem__
-        g_alpha = [sum(r) / m for r in rows]
+        read = dict(enumerate(gramian.tolist()))
+        g_alpha = [sum(r) / m for r in read.values()]
     else:
-        read: dict[int, list[float]] = {}
-
-        def row(t: int) -> list[float]:
-            if t not in read:
-                read[t] = gramian[t].tolist()
-            return read[t]
-
         g_alpha = (gramian.sum(dim=1, dtype=torch.float64) / m).tolist()
+
+    def row(t: int) -> list[float]:
+        if t not in read:
+            read[t] = gramian[t].tolist()
+        return read[t]
+
     alpha = [1.0 / m] * m
     for _ in range(max_iters):
         t = min(range(m), key=g_alpha.__getitem__)  # the first minimum, as torch.argmin
