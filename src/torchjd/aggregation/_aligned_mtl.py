@@ -112,6 +112,34 @@ def _balance_matrix(gramian: Tensor, scale_mode: ScaleMode) -> Tensor:
     return torch.where(rank > 0, balance, identity)
 
 
+def _scale_on_host(kept_values: list[float], scale_mode: ScaleMode) -> float:
+    """The scale of :func:`_scale` from the kept eigenvalues (ascending, at least one)."""
+    if scale_mode == "min":
+        return kept_values[0]
+    if scale_mode == "median":
+        return kept_values[(len(kept_values) - 1) // 2]
+    return sum(kept_values) / len(kept_values)
+
+
+def _on_the_cpu(gramian: Tensor, preference: Tensor, scale_mode: ScaleMode) -> Tensor:
+    """``B u`` without a graph on the CPU: the eigenvalues are read by the host, which is free
+    there, and ``B`` is applied to ``u`` through the eigenvectors instead of being formed (a
+    third of the tensor operations of :func:`_balance_matrix`).
+    """
+    eigenvalues, eigenvectors = torch.linalg.eigh(gramian, UPLO="U")
+    values: list[float] = eigenvalues.tolist()  # ascending
+    m = len(values)
+    threshold = values[-1] * m * torch.finfo(gramian.dtype).eps  # as in `_kept`
+    first = next((i for i, value in enumerate(values) if value > threshold), m)
+    if first == m:
+        return preference.clone()  # B = I
+    scale = _scale_on_host(values[first:], scale_mode)
+    factors = [0.0] * first + [math.sqrt(scale / value) for value in values[first:]]
+    roots = torch.tensor(factors, dtype=gramian.dtype, device=gramian.device)
+    weights: Tensor = eigenvectors @ (roots * (preference @ eigenvectors))
+    return weights
+
+
 def _two_objectives(gramian: Tensor, preference: Tensor, scale_mode: ScaleMode) -> Tensor:
     """``B u`` for a ``[2, 2]`` Gramian, in Python floats (see ``_sym2``)."""
     (a, b), (_, c) = gramian.tolist()
@@ -123,13 +151,7 @@ def _two_objectives(gramian: Tensor, preference: Tensor, scale_mode: ScaleMode) 
     u = preference.tolist()
     if not kept:
         return preference.clone()  # B = I
-    kept_values = [value for value, _ in kept]  # ascending
-    if scale_mode == "min":
-        scale = kept_values[0]
-    elif scale_mode == "median":
-        scale = kept_values[(len(kept) - 1) // 2]
-    else:
-        scale = sum(kept_values) / len(kept)
+    scale = _scale_on_host([value for value, _ in kept], scale_mode)
     w = [0.0, 0.0]
     for value, (x, y) in kept:
         # sqrt(s) λ^{-1/2} (v vᵀ) u
@@ -176,8 +198,10 @@ class AlignedMTLWeighting(_GramianWeighting):
 
     def forward(self, stat: PSDMatrix, /) -> Tensor:
         preference = self.weighting(stat)
-        if stat.shape[0] == 2 and use_python_floats(stat) and not preference.requires_grad:
-            return _two_objectives(stat, preference, self.scale_mode)
+        if use_python_floats(stat, stat.shape[0]) and not preference.requires_grad:
+            if stat.shape[0] == 2:
+                return _two_objectives(stat, preference, self.scale_mode)
+            return _on_the_cpu(stat, preference, self.scale_mode)
         return _balance_matrix(stat, self.scale_mode) @ preference
 
 

@@ -11,7 +11,12 @@ from torch.testing import assert_close
 
 from settings import DEVICE, DTYPE
 from torchjd.aggregation import AlignedMTL, AlignedMTLWeighting
-from torchjd.aggregation._aligned_mtl import ScaleMode, _balance_matrix, _two_objectives
+from torchjd.aggregation._aligned_mtl import (
+    ScaleMode,
+    _balance_matrix,
+    _on_the_cpu,
+    _two_objectives,
+)
 from torchjd.linalg import PSDMatrix
 from utils.tensors import ones_, randn_, tensor_, zeros_
 
@@ -223,3 +228,19 @@ def test_two_objectives_in_closed_form_match_the_tensor_path(
     u = torch.tensor(pref, dtype=torch.float64)
     expected = _balance_matrix(gramian, scale_mode) @ u
     assert_close(_two_objectives(gramian, u, scale_mode), expected, atol=1e-12, rtol=1e-10)
+
+
+@pytest.mark.parametrize("scale_mode", ["min", "median", "rmse"])
+@pytest.mark.parametrize(("m", "rank"), [(3, 3), (5, 2), (8, 8), (16, 5), (32, 32), (6, 0)])
+def test_host_path_matches_the_balance_matrix(scale_mode: ScaleMode, m: int, rank: int) -> None:
+    """Without a graph on the CPU, ``B u`` is computed through the eigenvectors with the
+    eigenvalues read by the host: the same weights as forming ``B`` (the graph path), for full
+    rank, rank-deficient and zero Gramians."""
+    g = torch.Generator().manual_seed(m + rank)
+    J = torch.randn(m, max(rank, 1), generator=g, dtype=torch.float64)
+    J = J if rank > 0 else torch.zeros_like(J)
+    G = cast(PSDMatrix, (J @ J.T).to(dtype=DTYPE))
+    u = torch.rand(m, generator=g, dtype=torch.float64).to(dtype=DTYPE)
+    expected = _balance_matrix(G, scale_mode) @ u
+    tolerance = 1e-9 if torch.float64 == DTYPE else 1e-4
+    assert_close(_on_the_cpu(G, u, scale_mode), expected, rtol=tolerance, atol=tolerance)
