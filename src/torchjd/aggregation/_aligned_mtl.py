@@ -198,6 +198,7 @@ class AlignedMTLWeighting(_GramianWeighting):
 
     def forward(self, stat: PSDMatrix, /) -> Tensor:
         preference = self.weighting(stat)
+        # On the CPU without a graph (any m): the host reads the eigenvalues.
         if use_python_floats(stat, stat.shape[0]) and not preference.requires_grad:
             if stat.shape[0] == 2:
                 return _two_objectives(stat, preference, self.scale_mode)

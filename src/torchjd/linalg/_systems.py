@@ -212,7 +212,8 @@ def _principal_submatrices(M: Tensor, slots: Tensor) -> Tensor:
     width of 22, 2.7 -> 0.6 ms for 69).
     """
     k, width = slots.shape
-    rows = slots.to(torch.int32)  # (half the index memory of int64, for the largest tensor)
+    # int32 holds half the memory of int64 in the largest index tensor, while it can index M.
+    rows = slots.to(torch.int32) if M.numel() < 2**31 else slots
     flat = (rows * M.shape[-1]).unsqueeze(-1) + rows.unsqueeze(-2)
     return M.reshape(-1).index_select(0, flat.view(-1)).view(k, width, width)
 
