@@ -55,10 +55,17 @@ class _Hull:
         self.b: list[float] = b.tolist()
         self.diagonal: list[float] = gramian.diagonal().tolist()
 
+    def shifted_norms(self, tau: float) -> list[float]:
+        """``‖a_i + τ g₀‖² − τ² ‖g₀‖²`` for every row."""
+        return [d + 2.0 * tau * b for d, b in zip(self.diagonal, self.b, strict=True)]
+
     def scale(self, tau: float) -> float:
         """``max_i ‖a_i + τ g₀‖²``, the scale of the optimality gaps."""
-        shifted = (d + 2.0 * tau * b for d, b in zip(self.diagonal, self.b, strict=True))
-        return max(shifted) + tau * tau * self.gamma
+        return max(self.shifted_norms(tau)) + tau * tau * self.gamma
+
+    def shifted(self, inner: list[float], tau: float) -> list[float]:
+        """``⟨a_i, d + τ g₀⟩`` for every row, from ``inner`` = ``⟨a_i, d⟩``."""
+        return [x + tau * b for x, b in zip(inner, self.b, strict=True)]
 
     def affine_coordinates(self, support: list[int]) -> tuple[list[float], list[float]]:
         """Return ``(origin, slope)``: ``origin − τ·slope`` are the barycentric coordinates of
@@ -137,7 +144,7 @@ def _project(hull: _Hull, tau: float, corral: _Corral, tol: float) -> _Corral:
     for _ in range(50 * hull.m + 50):
         support, coords = _minor_cycle(hull, tau, (support, coords))
         inner = hull.inner(support, coords)  # ⟨a_i, d⟩
-        shifted = [x + tau * b for x, b in zip(inner, hull.b, strict=True)]  # ⟨a_i, d + τ g₀⟩
+        shifted = hull.shifted(inner, tau)  # ⟨a_i, d + τ g₀⟩
         current = _dot(support, coords, shifted)  # ⟨d, d + τ g₀⟩
         distance = current + tau * (_dot(support, coords, hull.b) + tau * hull.gamma)
         j = _first_argmin(shifted)
@@ -161,7 +168,7 @@ def _is_projection(hull: _Hull, tau: float, corral: _Corral, tol: float) -> bool
     if min(coords) < -tol:
         return False
     inner = hull.inner(support, coords)
-    shifted = [x + tau * b for x, b in zip(inner, hull.b, strict=True)]
+    shifted = hull.shifted(inner, tau)
     gap = _dot(support, coords, shifted) - min(shifted)
     return gap <= tol * hull.scale(tau)
 
@@ -182,8 +189,7 @@ def _solve(gramian: Tensor, b: Tensor, gamma: float, sqrt_phi: float, tol: float
     s2 = sqrt_phi * sqrt_phi
     lower, upper = 0.0, math.sqrt(max(hull.diagonal)) / sqrt_phi
     tau = min(math.sqrt(gamma) / sqrt_phi, upper)
-    start = [d + 2.0 * tau * b_i for d, b_i in zip(hull.diagonal, hull.b, strict=True)]
-    corral: _Corral = ([_first_argmin(start)], [1.0])
+    corral: _Corral = ([_first_argmin(hull.shifted_norms(tau))], [1.0])
     for _ in range(_MAX_OUTER_ITERATIONS):
         corral = _project(hull, tau, corral, tol)
         support, coords = corral

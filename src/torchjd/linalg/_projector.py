@@ -84,10 +84,8 @@ class ActiveSetProjector(DualConeProjector):
             # solve to be exact; on the CPU, LAPACK factorises these small matrices as fast in
             # float64 as in float32 (measured), so the whole solve runs in float64.
             G_hat = self._normalize_and_regularize_on_host(G)
-            # Ĝ's eigenvalues lie in [reg_eps, 1 + reg_eps] (or Ĝ = reg_eps·I).
-            well_conditioned = self.reg_eps >= 1e-7
             V = project_onto_dual_cone(
-                U.reshape(-1, m).double(), G_hat, max_iter, well_conditioned=well_conditioned
+                U.reshape(-1, m).double(), G_hat, max_iter, well_conditioned=self._well_conditioned
             )
             return V.reshape(U.shape).to(U.dtype)
         # On accelerators, the solve is bound by kernel launches, not by arithmetic: float64
@@ -130,7 +128,7 @@ class ActiveSetProjector(DualConeProjector):
             u.double(),
             self._normalize_and_regularize_on_host(G),
             self._cpu_max_iter(m),
-            well_conditioned=self.reg_eps >= 1e-7,
+            well_conditioned=self._well_conditioned,
         )
         return weights.to(u.dtype)
 
@@ -154,6 +152,11 @@ class ActiveSetProjector(DualConeProjector):
             for a in range(m)
         ]
         return project_small(U, G_hat, self._cpu_max_iter(m))
+
+    @property
+    def _well_conditioned(self) -> bool:
+        # Ĝ's eigenvalues lie in [reg_eps, 1 + reg_eps] (or Ĝ = reg_eps·I).
+        return self.reg_eps >= 1e-7
 
     def _cpu_max_iter(self, m: int) -> int:
         return self.max_iter or 10 * m + 50
