@@ -19,14 +19,26 @@ class Frame:
     accounted for by nested hooked calls. ``cut`` is set while a rule differentiates the call's
     own graph: the cut nodes at the call's inputs then stop the gradients, so that uses of the
     parameters before the call (accounted for by other calls) are not counted twice.
+    ``parent`` is the frame of the hooked call that encloses this one, if any.
     """
 
-    __slots__ = ("covered", "cut", "module")
+    __slots__ = ("covered", "cut", "module", "parent")
 
-    def __init__(self, module: nn.Module) -> None:
+    def __init__(self, module: nn.Module, parent: Frame | None = None) -> None:
         self.module = module
+        self.parent = parent
         self.covered: set[int] = set()
         self.cut = False
+
+    def enclosing_batch_first(self) -> bool | None:
+        """The ``batch_first`` attribute of the nearest enclosing module that has one, if any."""
+        frame = self.parent
+        while frame is not None:
+            layout = getattr(frame.module, "batch_first", None)
+            if isinstance(layout, bool):
+                return layout
+            frame = frame.parent
+        return None
 
 
 @dataclass(eq=False)
@@ -43,8 +55,6 @@ class Call:
             before any later in-place operation.
         outputs_shapes: The shapes of those outputs.
         options: What else the rule noted about the call (see :meth:`Rule.options`).
-        enclosing_batch_first: The ``batch_first`` attribute of the nearest enclosing call's
-            module that has one (e.g. the transformer layer around a Linear), if any.
     """
 
     module: nn.Module
@@ -55,7 +65,6 @@ class Call:
     output_edges: tuple[GradientEdge, ...]
     output_shapes: tuple[torch.Size, ...]
     options: dict[str, object] = field(default_factory=dict)
-    enclosing_batch_first: bool | None = None
     input_versions: tuple[int, ...] = field(init=False)
     #: The Gramian pass that last back-propagated through the call's outputs, and which
     #: outputs received a gradient in it (set by the anchor node's backward).
@@ -64,6 +73,16 @@ class Call:
 
     def __post_init__(self) -> None:
         self.input_versions = tuple(t._version for t in self.inputs)
+
+    @property
+    def enclosing_batch_first(self) -> bool | None:
+        """The ``batch_first`` attribute of the nearest enclosing call's module that has one
+        (e.g. the transformer layer around a Linear), if any.
+
+        Read when a rule needs it rather than at every forward pass: looking an attribute up on a
+        module that lacks it raises (and catches) an ``AttributeError``.
+        """
+        return self.frame.enclosing_batch_first()
 
     def check_inputs_unchanged(self) -> None:
         """Raise if an input that the rule reads was modified in place after the call."""

@@ -19,7 +19,12 @@ from ._batching import AmbiguousBatchDimError, Batching
 from ._call import Call
 from ._gramian_shape import generalize, rows_to_output
 from ._hooks import CURRENT_PASS, CallLog, ModuleHooks
-from ._modules import SAMPLE_MIXING_TYPES, collect_modules, parametrization_modules
+from ._modules import (
+    SAMPLE_MIXING_TYPES,
+    collect_modules,
+    needs_no_hooks,
+    parametrization_modules,
+)
 from ._registry import rule_for
 
 
@@ -144,7 +149,11 @@ class Engine:
         self._handles: list[RemovableHandle] = []
         computing_parametrizations = parametrization_modules(all_modules)
         for module in all_modules:
-            if next(module.parameters(), None) is None or id(module) in computing_parametrizations:
+            if (
+                next(module.parameters(), None) is None
+                or id(module) in computing_parametrizations
+                or needs_no_hooks(module)
+            ):
                 continue
             hooks = ModuleHooks(self._log, module, rule_for(module))
             self._handles.append(module.register_forward_pre_hook(hooks.pre, with_kwargs=True))

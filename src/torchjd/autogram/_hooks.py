@@ -118,8 +118,9 @@ class ModuleHooks:
     def pre(
         self, module: nn.Module, args: tuple[object, ...], kwargs: dict[str, object]
     ) -> tuple[tuple[object, ...], dict[str, object]] | None:
-        frame = Frame(module)
-        self.log.stack.append(frame)
+        stack = self.log.stack
+        frame = Frame(module, stack[-1] if stack else None)
+        stack.append(frame)
         if not (self.rule.needs_input_cut and torch.is_grad_enabled()):
             return None
         if not kwargs and all(isinstance(a, Tensor) for a in args):
@@ -148,18 +149,22 @@ class ModuleHooks:
         output: object,
     ) -> object:
         stack = self.log.stack
-        position = next(
-            (i for i in range(len(stack) - 1, -1, -1) if stack[i].module is module), None
-        )
-        if position is None:  # Our pre-hook did not run (another pre-hook raised).
-            return None
-        frame = stack[position]
-        del stack[position:]
+        if stack and stack[-1].module is module:  # the usual case: calls are well nested
+            frame = stack.pop()
+        else:
+            position = next(
+                (i for i in range(len(stack) - 1, -1, -1) if stack[i].module is module), None
+            )
+            if position is None:  # Our pre-hook did not run (another pre-hook raised).
+                return None
+            frame = stack[position]
+            del stack[position:]
         if stack:
             stack[-1].covered.update(self.param_ids)
         if not torch.is_grad_enabled():
             return None
-        params = tuple(p for p in self.params if p.requires_grad and id(p) not in frame.covered)
+        covered = frame.covered
+        params = tuple(p for p in self.params if p.requires_grad and id(p) not in covered)
         if not params:
             return None
         leaves, spec, indices = _split(output)
@@ -175,14 +180,6 @@ class ModuleHooks:
             output_edges=tuple(get_gradient_edge(t) for t in outputs),
             output_shapes=tuple(t.shape for t in outputs),
             options=self.rule.options(module, args, kwargs),
-            enclosing_batch_first=next(
-                (
-                    layout
-                    for f in reversed(stack)
-                    if isinstance(layout := getattr(f.module, "batch_first", None), bool)
-                ),
-                None,
-            ),
         )
         anchored: tuple[Tensor, ...] = _OutputAnchor.apply(call, *outputs)  # type: ignore[no-untyped-call]
         for i, tensor in zip(indices, anchored, strict=True):

@@ -116,8 +116,11 @@ class _Noise:
     solution. The constant part is computed once per solve.
     """
 
-    def __init__(self, G: Tensor, u_max: Tensor) -> None:
+    def __init__(self, G: Tensor, u_max: Tensor, split_by_sets: bool = False) -> None:
         eps = torch.finfo(G.dtype).eps
+        # Whether the iterates have ``z = 0`` off ``F`` and ``y = 0`` on ``F`` exactly (the CPU
+        # solvers), so that each test reads one sum instead of a selection.
+        self.split_by_sets = split_by_sets
         # max(diag G) ≥ |G_jk| for a positive semi-definite G. (Negative: tolerances are
         # compared with values below zero.)
         self.neg_scale = G.diagonal().max() * (-_TOL_FACTOR * math.sqrt(G.shape[0]) * eps)
@@ -133,6 +136,8 @@ class _Noise:
         """
         u_max = self.u_max if u_max is None else u_max
         tol = torch.maximum(u_max, z.abs().amax(dim=-1)).mul_(self.neg_scale).unsqueeze(-1)
+        if self.split_by_sets:
+            return torch.addcmul(y, z, self.diag) < tol
         return torch.where(F, z * self.diag, y) < tol
 
 
@@ -149,7 +154,7 @@ def _pivot_compact(
     ``_monotone.py``.
     """
     k = U.shape[0]
-    noise = _Noise(G, u_max)
+    noise = _Noise(G, u_max, split_by_sets=True)  # (see the solvers' `y`)
     # The first iteration in closed form (z = 0, F = ∅, so y = c and every violator enters F):
     # it is the same step as in the loop, with a fraction of the tensor operations.
     F_a = c < (noise.neg_scale * noise.u_max).unsqueeze(-1)

@@ -18,7 +18,7 @@ from ._dual_cone import ProjectionError
 
 class CompactSolver:
     """Solves ``G_FF z_F = -c_F`` (``z = 0`` off ``F``) for many rows, on compacted systems, and
-    returns ``z`` with ``y = G z + c``.
+    returns ``z`` with ``y = G z + c`` (exactly zero on ``F``, where it is zero up to rounding).
 
     Each row is solved in the cheaper of two exact forms. With few free variables, the system
     ``G_FF`` itself. With many (in instance-wise training, most objectives conflict and free sets
@@ -51,8 +51,9 @@ class CompactSolver:
         H = self.H
         m = self.m
         if H is not None and 2 * min(sizes, default=m) > m:  # the usual case in IWRM
-            mu = self._complement.solve(U, ~F, m - n_free, m - min(sizes))
-            return _from_complement(mu, H, U, F), mu
+            B = ~F
+            mu = self._complement.solve(U, B, m - n_free, m - min(sizes))
+            return _from_complement(mu, H, U, B), mu
         if H is None or 2 * max(sizes, default=0) <= m:
             z = self._direct.solve(-c, F, n_free, max(sizes, default=0))
         else:
@@ -60,9 +61,9 @@ class CompactSolver:
             by_complement = 2 * n_free > m
             direct = ~by_complement
             z[direct] = self._direct.solve(-c[direct], F[direct])
-            U_c, F_c = U[by_complement], F[by_complement]
-            z[by_complement] = _from_complement(self._complement.solve(U_c, ~F_c), H, U_c, F_c)
-        return z, torch.addmm(c, z, self.G)
+            U_c, B_c = U[by_complement], ~F[by_complement]
+            z[by_complement] = _from_complement(self._complement.solve(U_c, B_c), H, U_c, B_c)
+        return z, _off_sets(F, torch.addmm(c, z, self.G))
 
 
 # Up to this many objectives, and this many system entries in all, the CPU solver uses
@@ -73,7 +74,7 @@ MAX_MASKED_ENTRIES = 2**16
 
 class MaskedSolver:
     """Solves ``G_FF z_F = -c_F`` (``z = 0`` off ``F``) for many rows on full-size masked systems,
-    and returns ``z`` with ``y = G z + c``.
+    and returns ``z`` with ``y = G z + c`` (exactly zero on ``F``).
 
     For a few dozen objectives the systems are tiny, and this form needs fewer tensor operations
     than compacting them: measured 15-20% faster for m = 16 and 32, but 2.7 times slower for
@@ -85,12 +86,19 @@ class MaskedSolver:
 
     def __call__(self, U: Tensor, c: Tensor, F: Tensor) -> tuple[Tensor, Tensor]:
         z = solve_masked(self.G, c, F)
-        return z, torch.addmm(c, z, self.G)
+        return z, _off_sets(F, torch.addmm(c, z, self.G))
 
 
-def _from_complement(mu: Tensor, H: Tensor, U: Tensor, F: Tensor) -> Tensor:
-    """``z = v - u`` on the free set ``F``, with ``v = H μ`` (and ``z = 0`` off ``F``)."""
-    return torch.where(F, torch.addmm(U, mu, H, beta=-1.0), 0.0)
+def _off_sets(F: Tensor, y: Tensor) -> Tensor:
+    """``y`` with its rounding noise on ``F`` set to zero, as the complement form gives it: the
+    KKT tests then read ``y + z ⊙ diag(G)`` (one operation) instead of selecting by ``F``.
+    """
+    return y.masked_fill_(F, 0.0)
+
+
+def _from_complement(mu: Tensor, H: Tensor, U: Tensor, B: Tensor) -> Tensor:
+    """``z = v - u`` on the free set, with ``v = H μ``, and ``z = 0`` on its complement ``B``."""
+    return torch.addmm(U, mu, H, beta=-1.0).masked_fill_(B, 0.0)
 
 
 # Rows whose sets are at most 3/4 of the largest are solved apart (recursively) once the systems

@@ -7,6 +7,7 @@ import gc
 import re
 import weakref
 from collections.abc import Iterator
+from typing import cast
 
 import pytest
 import torch
@@ -21,7 +22,7 @@ from unit.autogram._reference import (
     autograd_jacobian,
     trainable,
 )
-from utils.tensors import randn_, tensor_
+from utils.tensors import ones_, randn_, tensor_
 
 
 def mlp() -> nn.Sequential:
@@ -56,9 +57,29 @@ def test_modules_as_arguments_or_iterables_are_equivalent() -> None:
 def test_each_module_hooked_once() -> None:
     model = mlp()
     engine = Engine(model, model.modules(), model[0], batch_dim=0)
-    # Sequential and both Linear layers have parameters; ReLU does not: 3 modules, 2 hooks each.
-    assert hook_count(model) == 6
+    # Both Linear layers are hooked (2 hooks each); ReLU has no parameter, and the Sequential only
+    # calls its children.
+    assert hook_count(model) == 4
     engine.close()
+
+
+def test_containers_are_hooked_only_where_they_can_use_parameters() -> None:
+    class Subclass(nn.Sequential):
+        # A subclass may read its children's parameters itself.
+        def forward(self, input: Tensor) -> Tensor:
+            layer = cast(nn.Linear, self[0])
+            return cast(Tensor, layer(input)) * layer.weight.sum()
+
+    plain, subclass, declared = mlp(), Subclass(nn.Linear(5, 5)), mlp()
+    declared.__dict__["batch_first"] = True  # a layout hint for the modules it calls
+    with_own = mlp()
+    with_own.register_parameter("scale", nn.Parameter(ones_(1)))
+    models = (plain, subclass, declared, with_own)
+    engines = [Engine(m, batch_dim=0) for m in models]
+    own_hooks = [len(m._forward_hooks) + len(m._forward_pre_hooks) for m in models]
+    assert own_hooks == [0, 2, 2, 2]
+    for engine in engines:
+        engine.close()
 
 
 def test_batch_dim_is_required() -> None:
