@@ -38,6 +38,8 @@ class IMTLGWeighting(NonDifferentiable, _GramianWeighting):
     def forward(self, stat: Tensor, /) -> Tensor:
         if stat.shape[0] == 2 and use_python_floats(stat):
             return _two_objectives(stat)
+        if use_python_floats(stat, _MAX_HOST_M):
+            return _through_eigenvectors(stat)
         norms = stat.diagonal().sqrt()
         v = torch.linalg.pinv(stat, hermitian=True) @ norms  # eigh: 2.4x faster than SVD (m=128)
         v_sum = v.sum()
@@ -45,6 +47,35 @@ class IMTLGWeighting(NonDifferentiable, _GramianWeighting):
         is_zero = v_sum.abs() < _SUM_EPS
         safe_sum = torch.where(is_zero, torch.ones_like(v_sum), v_sum)
         return torch.where(is_zero, torch.zeros_like(v), v / safe_sum)
+
+
+# Up to this many objectives, the CPU path below keeps the scalar work on the host.
+_MAX_HOST_M = 64
+
+
+def _through_eigenvectors(stat: Tensor) -> Tensor:
+    """The same weights on the CPU without a graph: ``G⁺ d = Q Λ⁺ Qᵀ d`` from ``eigh``, with the
+    eigenvalues and the small vectors read by the host.
+
+    ``torch.linalg.pinv`` (``hermitian=True``) runs about ten tensor operations around its
+    ``eigh``, and the normalisation five more; each costs tens of microseconds when caches are
+    cold (as after a garbage collection in a training loop). Here ``Λ⁺`` keeps the eigenvalues
+    above ``pinv``'s default cutoff, ``m · eps · max|λ|``.
+    """
+    m = stat.shape[0]
+    diagonal = stat.diagonal().tolist()
+    norms = torch.tensor(
+        [math.sqrt(x) if x >= 0.0 else math.nan for x in diagonal], dtype=stat.dtype
+    )
+    eigenvalues, Q = torch.linalg.eigh(stat)
+    lambdas = eigenvalues.tolist()
+    cutoff = m * torch.finfo(stat.dtype).eps * max((abs(x) for x in lambdas), default=0.0)
+    projected = (Q.mT @ norms).tolist()
+    scaled = [p / x if abs(x) > cutoff else 0.0 for p, x in zip(projected, lambdas, strict=True)]
+    v = (Q @ torch.tensor(scaled, dtype=stat.dtype)).tolist()
+    total = math.fsum(v)
+    weights = [0.0] * m if abs(total) < _SUM_EPS else [x / total for x in v]
+    return torch.tensor(weights, dtype=stat.dtype)
 
 
 def _two_objectives(stat: Tensor) -> Tensor:

@@ -154,7 +154,8 @@ class MGDA(GramianWeightedAggregator):
         max_iters: The positive maximal number of Frank–Wolfe iterations. Default: ``100``.
 
     >>> import torch
-    >>> MGDA()(torch.tensor([[-4.0, 1.0, 1.0], [6.0, 1.0, 1.0]])).round(decimals=6)
+    >>> update = MGDA()(torch.tensor([[-4.0, 1.0, 1.0], [6.0, 1.0, 1.0]]))
+    >>> update.round(decimals=6) + 0.0  # + 0.0: a first entry rounded to -0.0 shows as 0.
     tensor([0., 1., 1.])
     """
 

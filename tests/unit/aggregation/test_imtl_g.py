@@ -10,6 +10,7 @@ from torch.testing import assert_close
 
 from settings import DTYPE
 from torchjd.aggregation import IMTLG, IMTLGWeighting
+from torchjd.aggregation import _imtl_g as imtl_g_module
 from torchjd.linalg import PSDMatrix
 from utils.tensors import randn_, tensor_, zeros_
 
@@ -113,3 +114,27 @@ def test_two_objectives_in_closed_form_match_the_tensor_path(J: list[list[float]
     v = torch.linalg.pinv(gramian) @ norms
     expected = v / v.sum() if float(v.sum().abs()) >= 1e-12 else torch.zeros(2, dtype=torch.float64)
     assert_close(closed_form, expected, atol=1e-12, rtol=1e-10)
+
+
+@pytest.mark.parametrize(
+    ("m", "rank"), [(3, 0), (3, 1), (3, 3), (17, 5), (17, 16), (64, 1), (64, 40), (64, 64)]
+)
+def test_host_path_matches_the_tensor_path(
+    m: int, rank: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Up to 64 objectives on the CPU without autograd, the weights come from ``eigh`` with the
+    scalar work on the host: they are those of ``pinv`` (same cutoff), rank-deficient or not."""
+    generator = torch.Generator().manual_seed(m * 100 + rank)
+    J = torch.randn(m, rank, generator=generator, dtype=torch.float64) @ torch.randn(
+        rank, 2 * m, generator=generator, dtype=torch.float64
+    )
+    J[0] *= 1e-3  # a short row: unequal norms make the weights non-trivial
+    gramian = J @ J.T
+    host = IMTLGWeighting()(_psd(gramian))
+    monkeypatch.setattr(imtl_g_module, "_MAX_HOST_M", 0)
+    tensor_path = IMTLGWeighting()(_psd(gramian))
+    v = torch.linalg.pinv(gramian, hermitian=True) @ gramian.diagonal().sqrt()
+    expected = v / v.sum() if float(v.sum().abs()) >= 1e-12 else torch.zeros(m, dtype=v.dtype)
+    assert host.dtype == torch.float64
+    assert_close(host, expected, atol=1e-9, rtol=1e-7)
+    assert_close(host, tensor_path, atol=1e-9, rtol=1e-7)
