@@ -10,13 +10,14 @@ from torchjd.linalg import Matrix, PSDMatrix
 from torchjd.linalg._matrix import compute_gramian
 
 from ._utils.checks import (
+    _all_finite_on_host,
     check_derived_from_matrix,
     check_gramian_of,
     check_matrix,
     check_weights,
     values_checked_later,
 )
-from ._utils.hooks import is_observed
+from ._utils.hooks import calls_forward_directly, is_observed
 from ._weighting_bases import Weighting, at_least_float32
 
 
@@ -103,6 +104,29 @@ class _ShapeWeightedAggregator(WeightedAggregator):
     def __init__(self, weighting: Weighting[Matrix]) -> None:
         super().__init__(weighting)
         self._weights: Tensor | None = None
+
+    def __call__(self, matrix: Tensor, /) -> Tensor:
+        # The common call (a CPU matrix of the last shape and dtype, no hook) touches as
+        # little code as possible: right after a garbage collection (as in a training loop), the
+        # generic path's checks and module machinery cost ~110 µs on top of a ~110 µs product of
+        # a [2, 1000] matrix. Anything else, an error included, goes through the generic path.
+        weights = self._weights
+        if (
+            weights is not None
+            and isinstance(matrix, Tensor)
+            and matrix.ndim == 2
+            and matrix.shape[0] == weights.shape[0]
+            and matrix.shape[1] != 0
+            and matrix.dtype == weights.dtype  # floating point, as the cached weights
+            and matrix.is_cpu
+            and weights.is_cpu
+            and calls_forward_directly(self)
+            and calls_forward_directly(self._modules["weighting"])  # type: ignore[arg-type]
+        ):
+            result = weights @ matrix
+            if _all_finite_on_host(result):  # proves `matrix` finite, as in the generic path
+                return result
+        return super().__call__(matrix)
 
     def forward(self, matrix: Matrix, /) -> Tensor:
         if is_observed(self.weighting):

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
 from torch import Tensor, nn
@@ -98,6 +100,90 @@ def test_shape_only_shortcut_still_runs_the_weighting_hooks(aggregator: Weighted
     finally:
         handle.remove()
     assert len(seen) == 1
+
+
+_BAD_AFTER_A_FIRST_CALL: list[tuple[list[object], type[Exception] | None, str | None]] = [
+    ([[1.0, 2.0], [3.0, NAN]], ValueError, "`matrix` should only contain finite values"),
+    ([[1.0, 2.0]], None, None),  # another shape: new weights
+    ([[1, 2], [3, 4]], TypeError, "floating-point dtype"),
+    ([[[1.0]], [[2.0]]], ValueError, "dimension 2"),
+    ([[], []], ValueError, "at least one row and one column"),
+]
+
+
+@pytest.mark.device_assert
+@pytest.mark.parametrize(
+    ("aggregator", "bad", "error", "match"),
+    [(Mean(), *case) for case in _BAD_AFTER_A_FIRST_CALL]
+    + [(Sum(), *case) for case in _BAD_AFTER_A_FIRST_CALL]
+    # Only a sum overflows: (3e38 + 3e38) / 2 is rounded after the division of each term.
+    + [(Sum(), [[3e38, 1.0], [3e38, 1.0]], ValueError, "not finite although `matrix` is")],
+)
+def test_shape_only_fast_call_after_a_first_call(
+    aggregator: Aggregator, bad: list[object], error: type[Exception] | None, match: str | None
+) -> None:
+    """Once the weights of a shape are cached, the lean call path checks what the generic one
+    does, with the same messages."""
+    good = tensor_([[1.0, 2.0], [3.0, 4.0]], dtype=torch.float32)
+    aggregator(good)
+    matrix = torch.tensor(bad, device=DEVICE) if bad != [[], []] else good[:, :0]
+    if matrix.is_floating_point():
+        matrix = matrix.to(torch.float32)
+    if error is None:
+        expected = matrix.mean(dim=0) if isinstance(aggregator, Mean) else matrix.sum(dim=0)
+        assert_close(aggregator(matrix), expected)
+    else:
+        with pytest.raises(error, match=match):
+            aggregator(matrix)
+    scale = 0.5 if isinstance(aggregator, Mean) else 1.0
+    assert_close(aggregator(good), tensor_([2.0, 3.0], dtype=torch.float32) * 2 * scale)
+
+
+@pytest.mark.parametrize("aggregator", [Mean(), Sum()], ids=str)
+@pytest.mark.parametrize("where", ["aggregator", "global"])
+def test_shape_only_fast_call_runs_the_hooks_and_keeps_the_graph(
+    aggregator: WeightedAggregator, where: str
+) -> None:
+    """Hooks of every kind on the aggregator, or registered for every module, take the generic
+    path, which runs them; autograd sees the product on either path."""
+    matrix = tensor_([[1.0, 2.0], [3.0, 4.0]])
+    expected = aggregator(matrix)  # caches the weights of this shape
+    weight = 0.5 if isinstance(aggregator, Mean) else 1.0
+    seen: list[str] = []
+
+    def record(name: str) -> Callable[..., None]:
+        def hook(module: nn.Module, *_: object) -> None:
+            if module is aggregator:
+                seen.append(name)
+
+        return hook
+
+    if where == "aggregator":
+        handles = [
+            aggregator.register_forward_pre_hook(record("pre")),
+            aggregator.register_forward_hook(record("post")),
+            aggregator.register_full_backward_hook(record("backward")),
+        ]
+    else:
+        handles = [
+            nn.modules.module.register_module_forward_pre_hook(record("pre")),
+            nn.modules.module.register_module_forward_hook(record("post")),
+            nn.modules.module.register_module_full_backward_hook(record("backward")),
+        ]
+    try:
+        leaf = matrix.clone().requires_grad_()
+        result = aggregator(leaf)
+        torch.autograd.backward(result.sum())
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert_close(result, expected)
+    assert seen == ["pre", "post", "backward"]
+    assert leaf.grad is not None
+    assert_close(leaf.grad, torch.full_like(matrix, weight))
+    leaf.grad = None
+    torch.autograd.backward(aggregator(leaf).sum())  # no hook left: the lean path
+    assert_close(leaf.grad, torch.full_like(matrix, weight))
 
 
 @pytest.mark.parametrize(

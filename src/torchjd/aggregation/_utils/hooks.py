@@ -19,3 +19,19 @@ def has_global_forward_hooks() -> bool:
 def is_observed(module: nn.Module) -> bool:
     """Whether any forward hook would see a call of ``module``."""
     return has_forward_hooks(module) or has_global_forward_hooks()
+
+
+def calls_forward_directly(module: nn.Module) -> bool:
+    """Whether calling ``module`` only runs its ``forward``: it has no hooks of any kind, and no
+    hooks are registered for every module (the condition of ``nn.Module``'s own fast path).
+    """
+    return not (
+        module._forward_hooks
+        or module._forward_pre_hooks
+        or module._backward_hooks
+        or module._backward_pre_hooks
+        or _module._global_forward_hooks
+        or _module._global_forward_pre_hooks
+        or _module._global_backward_hooks
+        or _module._global_backward_pre_hooks
+    )
