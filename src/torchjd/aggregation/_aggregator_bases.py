@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
+import torch
 from torch import Tensor, nn
 
 from torchjd.linalg import Matrix, PSDMatrix
@@ -18,7 +19,9 @@ from ._utils.checks import (
     values_checked_later,
 )
 from ._utils.hooks import calls_forward_directly, is_observed
-from ._weighting_bases import Weighting, at_least_float32
+from ._utils.lean_call import defined_only_by
+from ._utils.non_differentiable import NonDifferentiable
+from ._weighting_bases import Weighting, _GramianWeighting, at_least_float32
 
 
 class Aggregator(nn.Module, ABC):
@@ -159,6 +162,35 @@ class GramianWeightedAggregator(WeightedAggregator):
         super().__init__(_ThroughGramian(gramian_weighting))
         self.gramian_weighting = gramian_weighting
 
+    def __call__(self, matrix: Tensor, /) -> Tensor:
+        through = self._modules["weighting"]
+        weighting = through._modules["weighting"] if type(through) is _ThroughGramian else None
+        if (
+            isinstance(weighting, _GramianWeighting)
+            and isinstance(matrix, Tensor)
+            and matrix.ndim == 2
+            and matrix.shape[0] != 0
+            and matrix.shape[1] != 0
+            and matrix.dtype in _LEAN_DTYPES
+            and matrix.is_cpu
+            and _has_the_generic_steps(type(self), type(weighting))
+            and calls_forward_directly(self)
+            and calls_forward_directly(through)  # type: ignore[arg-type]
+            and calls_forward_directly(weighting)
+        ):
+            # What the generic path computes, without its frames (see `_utils/lean_call.py`).
+            gramian = compute_gramian(matrix)
+            check_gramian_of(matrix, gramian)
+            with values_checked_later():  # (as the generic path: nested weightings skip it)
+                if isinstance(weighting, NonDifferentiable):
+                    with torch.no_grad():
+                        weights = weighting.forward(gramian)
+                else:
+                    weights = weighting.forward(gramian)
+            check_weights(weights, weighting)
+            return weights @ matrix
+        return super().__call__(matrix)
+
     def _result_proves_finite_input(self) -> bool:
         # The Gramian of a matrix with a NaN or inf entry is not finite, and it is checked.
         return True
@@ -167,6 +199,36 @@ class GramianWeightedAggregator(WeightedAggregator):
         # Nothing left to check: the Gramian proved the matrix finite, and the weights were
         # checked (both are small), so only an overflow of the combination could remain.
         pass
+
+
+# Half-precision matrices take the generic path (their Gramian is computed in float32).
+_LEAN_DTYPES = (torch.float32, torch.float64)
+
+
+def _has_the_generic_steps(
+    aggregator: type[GramianWeightedAggregator], weighting: type[_GramianWeighting]
+) -> bool:
+    """Whether the aggregator and weighting classes run the base classes' steps only (no subclass
+    redefines the call, the forward, the checks), which the lean path inlines.
+    """
+    known = _GENERIC_STEPS.get((aggregator, weighting))
+    if known is None:
+        known = (
+            defined_only_by(aggregator, "__call__", _AGGREGATOR_CALLS)
+            and defined_only_by(weighting, "__call__", _WEIGHTING_CALLS)
+            and aggregator.forward is WeightedAggregator.forward
+            and aggregator._check_result is GramianWeightedAggregator._check_result
+            # (The check of the Gramian's shape, which the Gramian of a checked matrix passes.)
+            and weighting._check_input is _GramianWeighting._check_input
+        )
+        _GENERIC_STEPS[aggregator, weighting] = known
+    return known
+
+
+# Every `__call__` along the MRO runs `super().__call__`: all of them must be known.
+_AGGREGATOR_CALLS = (NonDifferentiable, GramianWeightedAggregator, Aggregator, nn.Module)
+_WEIGHTING_CALLS = (NonDifferentiable, _GramianWeighting, Weighting, nn.Module)
+_GENERIC_STEPS: dict[tuple[type, type], bool] = {}
 
 
 class _ThroughGramian(Weighting[Matrix]):

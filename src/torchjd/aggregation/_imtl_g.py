@@ -5,6 +5,7 @@ import math
 import torch
 from torch import Tensor
 
+from torchjd.linalg._host_cholesky import cholesky, cholesky_solve, smallest_eigenvalue_exceeds
 from torchjd.linalg._sym2 import pinv2
 
 from ._aggregator_bases import GramianWeightedAggregator
@@ -38,6 +39,10 @@ class IMTLGWeighting(NonDifferentiable, _GramianWeighting):
     def forward(self, stat: Tensor, /) -> Tensor:
         if stat.shape[0] == 2 and use_python_floats(stat):
             return _two_objectives(stat)
+        if use_python_floats(stat, _MAX_CHOLESKY_M):
+            weights = _through_cholesky(stat)
+            if weights is not None:
+                return weights
         if use_python_floats(stat, _MAX_HOST_M):
             return _through_eigenvectors(stat)
         norms = stat.diagonal().sqrt()
@@ -49,8 +54,40 @@ class IMTLGWeighting(NonDifferentiable, _GramianWeighting):
         return torch.where(is_zero, torch.zeros_like(v), v / safe_sum)
 
 
-# Up to this many objectives, the CPU path below keeps the scalar work on the host.
+# Up to this many objectives, the CPU paths below keep the scalar work on the host; up to the
+# first, a Cholesky factorisation in Python floats costs less than `eigh` and its tensor
+# operations (IMTLG after a garbage collection, in-process A/B: 0.76x for m = 3 and 8, 0.92x
+# for 16, 1.24x for 32).
+_MAX_CHOLESKY_M = 16
 _MAX_HOST_M = 64
+# Where the smallest eigenvalue is provably above this many times pinv's cutoff, no eigenvalue is
+# cut, even after the rounding of a computed decomposition, so that `G⁺ = G⁻¹`.
+_CUTOFF_MARGIN = 10.0
+
+
+def _through_cholesky(stat: Tensor) -> Tensor | None:
+    """The weights of a Gramian that is clearly non-singular, by Cholesky in Python floats:
+    ``G⁺ d = G⁻¹ d``. ``None`` when that cannot be guaranteed (the eigenvalue path decides).
+
+    ``pinv`` cuts the eigenvalues below ``m · eps · λ_max``. ``trace(G)`` bounds ``λ_max`` from
+    above, and the Cholesky factor ``λ_min`` from below (see :func:`smallest_eigenvalue_exceeds`):
+    when ``λ_min`` is above ``_CUTOFF_MARGIN`` times that cutoff of ``trace(G)``, no eigenvalue
+    is cut. The result is then computed in float64.
+    """
+    m = stat.shape[0]
+    G = stat.tolist()
+    L = cholesky(G, list(range(m)))
+    if L is None:
+        return None
+    diagonal = [G[i][i] for i in range(m)]
+    trace = math.fsum(diagonal)
+    cutoff = m * torch.finfo(stat.dtype).eps * trace
+    if not smallest_eigenvalue_exceeds(L, trace, _CUTOFF_MARGIN * cutoff):
+        return None
+    v = cholesky_solve(L, [math.sqrt(x) for x in diagonal])  # (a positive diagonal: L exists)
+    total = math.fsum(v)
+    weights = [0.0] * m if abs(total) < _SUM_EPS else [x / total for x in v]
+    return torch.tensor(weights, dtype=stat.dtype)
 
 
 def _through_eigenvectors(stat: Tensor) -> Tensor:

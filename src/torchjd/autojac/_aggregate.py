@@ -30,7 +30,12 @@ def exact_gramian_weighting(aggregator: Aggregator) -> Weighting[PSDMatrix] | No
     for cls in type(aggregator).__mro__:
         if "forward" in vars(cls) and cls not in (WeightedAggregator, Aggregator, nn.Module):
             return None
-        if "__call__" in vars(cls) and cls not in (NonDifferentiable, Aggregator, nn.Module):
+        if "__call__" in vars(cls) and cls not in (
+            NonDifferentiable,
+            GramianWeightedAggregator,  # (its lean path computes what the generic one does)
+            Aggregator,
+            nn.Module,
+        ):
             return None
     weighting = aggregator.weighting
     if type(weighting) is not _ThroughGramian or weighting.weighting is not (

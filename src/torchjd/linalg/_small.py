@@ -14,6 +14,7 @@ import math
 
 from ._active_set import _FULL_EXCHANGE_BUDGET, _TOL_FACTOR
 from ._dual_cone import ProjectionError
+from ._host_cholesky import cholesky, cholesky_solve
 
 MAX_SMALL_M = 8
 _EPS = 2.0**-52  # float64
@@ -66,27 +67,14 @@ def _project_one(u: list[float], G: list[list[float]], scale: float, max_iter: i
 def _solve_free(G: list[list[float]], c: list[float], free: list[bool]) -> list[float]:
     """Solve ``G_FF z_F = -c_F`` by Cholesky, with ``z = 0`` off the free set ``F``."""
     index = [j for j in range(len(free)) if free[j]]
-    n = len(index)
-    L = [[0.0] * n for _ in range(n)]
-    for a in range(n):
-        for b in range(a + 1):
-            s = G[index[a]][index[b]] - sum(L[a][k] * L[b][k] for k in range(b))
-            if a == b:
-                if s <= 0.0:
-                    raise ProjectionError(
-                        "The regularised Gramian is not positive definite, so the dual-cone "
-                        "projection has no unique solution. Use a positive `reg_eps` (the "
-                        "default is 1e-4) and a symmetric positive semi-definite Gramian."
-                    )
-                L[a][a] = math.sqrt(s)
-            else:
-                L[a][b] = s / L[b][b]
-    w = [0.0] * n
-    for a in range(n):  # L w = -c_F
-        w[a] = (-c[index[a]] - sum(L[a][k] * w[k] for k in range(a))) / L[a][a]
-    x = [0.0] * n
-    for a in reversed(range(n)):  # Lᵀ x = w
-        x[a] = (w[a] - sum(L[k][a] * x[k] for k in range(a + 1, n))) / L[a][a]
+    L = cholesky(G, index)
+    if L is None:
+        raise ProjectionError(
+            "The regularised Gramian is not positive definite, so the dual-cone "
+            "projection has no unique solution. Use a positive `reg_eps` (the "
+            "default is 1e-4) and a symmetric positive semi-definite Gramian."
+        )
+    x = cholesky_solve(L, [-c[j] for j in index])
     z = [0.0] * len(free)
     for a, j in enumerate(index):
         z[j] = x[a]

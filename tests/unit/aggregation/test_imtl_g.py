@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import math
 from typing import cast
 
 import numpy as np
@@ -131,6 +132,7 @@ def test_host_path_matches_the_tensor_path(
     J[0] *= 1e-3  # a short row: unequal norms make the weights non-trivial
     gramian = J @ J.T
     host = IMTLGWeighting()(_psd(gramian))
+    monkeypatch.setattr(imtl_g_module, "_MAX_CHOLESKY_M", 0)
     monkeypatch.setattr(imtl_g_module, "_MAX_HOST_M", 0)
     tensor_path = IMTLGWeighting()(_psd(gramian))
     v = torch.linalg.pinv(gramian, hermitian=True) @ gramian.diagonal().sqrt()
@@ -138,3 +140,51 @@ def test_host_path_matches_the_tensor_path(
     assert host.dtype == torch.float64
     assert_close(host, expected, atol=1e-9, rtol=1e-7)
     assert_close(host, tensor_path, atol=1e-9, rtol=1e-7)
+
+
+@pytest.mark.parametrize("m", [2, 3, 8, 16])
+@pytest.mark.parametrize("condition", [1.0, 1e3, 1e5, 1e7, 1e12])
+@pytest.mark.parametrize("scale", [1e-10, 1.0, 1e15])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cholesky_path_matches_the_eigenvalue_paths(
+    m: int, condition: float, scale: float, dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Up to 16 objectives, a Gramian whose smallest eigenvalue is provably above pinv's cutoff
+    ``m · eps · λ_max`` is solved by Cholesky; the others fall back to ``eigh``. Either way, the
+    weights are those of ``pinv``, whatever the conditioning and the scale: in float32, ``pinv``
+    cuts the smallest eigenvalues of the Gramians of condition 1e7 and 1e12, and so does the
+    fallback."""
+    generator = torch.Generator().manual_seed(m)
+    Q = torch.linalg.qr(torch.randn(m, m, generator=generator, dtype=torch.float64)).Q
+    eigenvalues = scale * torch.logspace(0, -math.log10(condition), m, dtype=torch.float64)
+    gramian = ((Q * eigenvalues) @ Q.T).to(dtype)
+    gramian = (gramian + gramian.T) / 2
+    eps = torch.finfo(dtype).eps
+    solved = imtl_g_module._through_cholesky(gramian)
+    # The criterion is sufficient, not necessary: it may decline up to a factor m² or so early.
+    if condition * m**3 * eps * 10 < 1.0:
+        assert solved is not None
+    if condition * m * eps > 1.0:
+        assert solved is None
+    weights = IMTLGWeighting()(_psd(gramian))
+    monkeypatch.setattr(imtl_g_module, "_MAX_CHOLESKY_M", 0)
+    through_eigh = IMTLGWeighting()(_psd(gramian))
+    monkeypatch.setattr(imtl_g_module, "_MAX_HOST_M", 0)
+    through_pinv = IMTLGWeighting()(_psd(gramian))
+    if solved is None:
+        assert_close(weights, through_eigh, atol=0.0, rtol=0.0)  # the same computation
+    else:
+        # The relative rounding of a solve: eps times the condition number.
+        tolerance = 100 * eps * condition
+        assert_close(weights, through_pinv, atol=tolerance, rtol=tolerance)
+    # (The condition number of what pinv inverts is at most 1 / (m eps).)
+    tolerance = 100 * eps * min(condition, 1.0 / (m * eps))
+    assert_close(through_eigh, through_pinv, atol=tolerance, rtol=tolerance)
+
+
+def test_cholesky_path_declines_singular_and_non_finite_gramians() -> None:
+    rank_one = torch.tensor([[1.0, 2.0, 3.0]], dtype=torch.float64)
+    assert imtl_g_module._through_cholesky(rank_one.T @ rank_one) is None
+    assert imtl_g_module._through_cholesky(torch.zeros(3, 3, dtype=torch.float64)) is None
+    not_psd = torch.tensor([[1.0, 0.0, 0.0], [0.0, -1.0, 0.0], [0.0, 0.0, 1.0]])
+    assert imtl_g_module._through_cholesky(not_psd) is None
