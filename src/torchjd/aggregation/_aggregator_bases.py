@@ -188,6 +188,8 @@ class GramianWeightedAggregator(WeightedAggregator):
                 else:
                     weights = weighting.forward(gramian)
             check_weights(weights, weighting)
+            if weights.dtype != matrix.dtype:  # (as `WeightedAggregator.forward`)
+                weights = weights.to(matrix.dtype)
             return weights @ matrix
         return super().__call__(matrix)
 
