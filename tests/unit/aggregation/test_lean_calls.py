@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 from torch.testing import assert_close
 
+from settings import DTYPE
 from torchjd.aggregation import (
     GramianWeightedAggregator,
     MGDAWeighting,
@@ -52,12 +53,15 @@ def test_plain_call_skips_the_module_machinery(monkeypatch: pytest.MonkeyPatch) 
 
     monkeypatch.setattr(bases._ThroughGramian, "forward", spy)
     aggregator = UPGrad()
-    J = randn_(3, 4)
+    J = torch.randn(3, 4, dtype=DTYPE)  # (the lean path is for CPU matrices only)
     aggregator(J)
     assert seen == []
     with torch.no_grad():  # (still lean)
         aggregator(J)
     assert seen == []
+    aggregator(J.to(torch.bfloat16))  # half precision: the generic path
+    assert seen == ["generic"]
+    seen.clear()
     handle = aggregator.gramian_weighting.register_forward_pre_hook(lambda *_: None)
     aggregator(J)
     handle.remove()
