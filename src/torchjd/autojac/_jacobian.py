@@ -214,9 +214,9 @@ class _RowComputer:
             self._add_block(start, [None if g is None else g.unsqueeze(0) for g in row(start)])
             return
         buffers: _Grads = [None] * len(self.inputs)
-        # The buffers are not zero-filled (a memset of the whole block, ~5% of a two-task
-        # `mtl_backward` step): each row is written, and the rows where an input got no gradient
-        # (it may depend on some outputs only) are zeroed at the end.
+        # The buffers are not zero-filled (a memset of the whole block, then overwritten): each
+        # row is written, and the rows where an input got no gradient (it may depend on some
+        # outputs only) are zeroed at the end.
         unwritten: list[list[int]] = [[] for _ in self.inputs]
         for index in range(start, stop):
             for i, grad in enumerate(row(index)):
