@@ -216,7 +216,7 @@ def _has_the_generic_steps(
     known = _GENERIC_STEPS.get((aggregator, weighting))
     if known is None:
         known = (
-            defined_only_by(aggregator, "__call__", _AGGREGATOR_CALLS)
+            defined_only_by(aggregator, "__call__", AGGREGATOR_CALLS)
             and defined_only_by(weighting, "__call__", _WEIGHTING_CALLS)
             and aggregator.forward is WeightedAggregator.forward
             and aggregator._check_result is GramianWeightedAggregator._check_result
@@ -227,8 +227,9 @@ def _has_the_generic_steps(
     return known
 
 
-# Every `__call__` along the MRO runs `super().__call__`: all of them must be known.
-_AGGREGATOR_CALLS = (NonDifferentiable, GramianWeightedAggregator, Aggregator, nn.Module)
+# Every `__call__` along the MRO runs `super().__call__`: all of them must be known (also to
+# autojac, which computes `A(J)` from the Gramian only for such aggregators).
+AGGREGATOR_CALLS = (NonDifferentiable, GramianWeightedAggregator, Aggregator, nn.Module)
 _WEIGHTING_CALLS = (NonDifferentiable, _GramianWeighting, Weighting, nn.Module)
 _GENERIC_STEPS: dict[tuple[type, type], bool] = {}
 

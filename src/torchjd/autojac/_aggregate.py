@@ -6,10 +6,10 @@ import torch
 from torch import Tensor, nn
 
 from torchjd.aggregation import Aggregator, GramianWeightedAggregator, WeightedAggregator, Weighting
-from torchjd.aggregation._aggregator_bases import _ThroughGramian
+from torchjd.aggregation._aggregator_bases import AGGREGATOR_CALLS, _ThroughGramian
 from torchjd.aggregation._utils.checks import all_finite, check_weights
 from torchjd.aggregation._utils.hooks import has_forward_hooks
-from torchjd.aggregation._utils.non_differentiable import NonDifferentiable
+from torchjd.aggregation._utils.lean_call import defined_only_by
 from torchjd.linalg import PSDMatrix
 from torchjd.linalg._matrix import add_gram_
 
@@ -27,16 +27,11 @@ def exact_gramian_weighting(aggregator: Aggregator) -> Weighting[PSDMatrix] | No
     """
     if not isinstance(aggregator, GramianWeightedAggregator):
         return None
-    for cls in type(aggregator).__mro__:
-        if "forward" in vars(cls) and cls not in (WeightedAggregator, Aggregator, nn.Module):
-            return None
-        if "__call__" in vars(cls) and cls not in (
-            NonDifferentiable,
-            GramianWeightedAggregator,  # (its lean path computes what the generic one does)
-            Aggregator,
-            nn.Module,
-        ):
-            return None
+    cls = type(aggregator)
+    if not defined_only_by(cls, "forward", (WeightedAggregator, Aggregator, nn.Module)):
+        return None
+    if not defined_only_by(cls, "__call__", AGGREGATOR_CALLS):  # (those of the lean path too)
+        return None
     weighting = aggregator.weighting
     if type(weighting) is not _ThroughGramian or weighting.weighting is not (
         aggregator.gramian_weighting
