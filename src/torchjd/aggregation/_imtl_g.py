@@ -85,9 +85,7 @@ def _through_cholesky(stat: Tensor) -> Tensor | None:
     if not smallest_eigenvalue_exceeds(L, trace, _CUTOFF_MARGIN * cutoff):
         return None
     v = cholesky_solve(L, [math.sqrt(x) for x in diagonal])  # (a positive diagonal: L exists)
-    total = math.fsum(v)
-    weights = [0.0] * m if abs(total) < _SUM_EPS else [x / total for x in v]
-    return torch.tensor(weights, dtype=stat.dtype)
+    return _normalised(v, stat)
 
 
 def _through_eigenvectors(stat: Tensor) -> Tensor:
@@ -110,9 +108,14 @@ def _through_eigenvectors(stat: Tensor) -> Tensor:
     projected = (Q.mT @ norms).tolist()
     scaled = [p / x if abs(x) > cutoff else 0.0 for p, x in zip(projected, lambdas, strict=True)]
     v = (Q @ torch.tensor(scaled, dtype=stat.dtype)).tolist()
+    return _normalised(v, stat)
+
+
+def _normalised(v: list[float], stat: Tensor) -> Tensor:
+    """``v / Σ_i v_i`` as a tensor like ``stat`` (zeros when ``|Σ_i v_i| < _SUM_EPS``)."""
     total = math.fsum(v)
-    weights = [0.0] * m if abs(total) < _SUM_EPS else [x / total for x in v]
-    return torch.tensor(weights, dtype=stat.dtype)
+    weights = [0.0] * len(v) if abs(total) < _SUM_EPS else [x / total for x in v]
+    return torch.tensor(weights, dtype=stat.dtype, device=stat.device)
 
 
 def _two_objectives(stat: Tensor) -> Tensor:
@@ -121,10 +124,7 @@ def _two_objectives(stat: Tensor) -> Tensor:
     # torch.linalg.pinv's default tolerance, with the precision of the Gramian's dtype.
     p, q, r = pinv2(a, b, c, rtol=2 * torch.finfo(stat.dtype).eps)
     norms = [math.sqrt(x) if x >= 0.0 else math.nan for x in (a, c)]
-    v = [p * norms[0] + q * norms[1], q * norms[0] + r * norms[1]]
-    total = v[0] + v[1]
-    weights = [0.0, 0.0] if abs(total) < _SUM_EPS else [v[0] / total, v[1] / total]
-    return torch.tensor(weights, dtype=stat.dtype, device=stat.device)
+    return _normalised([p * norms[0] + q * norms[1], q * norms[0] + r * norms[1]], stat)
 
 
 class IMTLG(NonDifferentiable, GramianWeightedAggregator):
