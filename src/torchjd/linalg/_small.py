@@ -33,20 +33,26 @@ def project_small(U: list[list[float]], G: list[list[float]], max_iter: int) -> 
 def _project_one(u: list[float], G: list[list[float]], scale: float, max_iter: int) -> list[float]:
     m = len(u)
     # Sums over the non-zero entries only: u is often a scaled basis vector (UPGrad), and z is
-    # zero off the free set.
-    support = [i for i in range(m) if u[i] != 0.0]
-    c = [sum(G[j][i] * u[i] for i in support) for j in range(m)]
-    u_max = max(abs(x) for x in u)
+    # zero off the free set. The products are taken by rows of G (symmetric), as the batched
+    # solver's ``U @ G`` and ``z @ G``; element-wise over ``zip`` rather than ``sum`` over
+    # generators, each of which costs a frame per entry (measured: 2.4 times slower for m = 8).
+    c = [0.0] * m
+    for i in range(m):
+        if u[i] != 0.0:
+            c = _axpy(c, u[i], G[i])
+    u_max = max(map(abs, u))
     z = [0.0] * m
     free = [False] * m
     best, budget = m + 1, _FULL_EXCHANGE_BUDGET
     for _ in range(max_iter + 1):
-        free_indices = [i for i in range(m) if free[i]]
-        y = [c[j] + sum(G[j][i] * z[i] for i in free_indices) for j in range(m)]
-        tol = scale * max(u_max, max(abs(x) for x in z))
+        y = c
+        for i in range(m):
+            if free[i]:
+                y = _axpy(y, z[i], G[i])
+        tol = scale * max(u_max, max(map(abs, z)))
         violators = [j for j in range(m) if (z[j] * G[j][j] < -tol if free[j] else y[j] < -tol)]
         if not violators:
-            return [u[j] + max(z[j], 0.0) for j in range(m)]
+            return [a + (b if b > 0.0 else 0.0) for a, b in zip(u, z, strict=True)]
         # Kim & Park's exchange: all violators while their number decreases (or for a few
         # more tries), else only the last one (Murty's backup rule, which makes it finite).
         if len(violators) < best:
@@ -62,6 +68,11 @@ def _project_one(u: list[float], G: list[list[float]], scale: float, max_iter: i
         f"The dual-cone projection did not converge in max_iter={max_iter} iterations. This "
         "happens only with an ill-conditioned Gramian: increase `reg_eps` or `max_iter`."
     )
+
+
+def _axpy(y: list[float], a: float, x: list[float]) -> list[float]:
+    """``y + a x``, as a new list."""
+    return [y_j + a * x_j for y_j, x_j in zip(y, x, strict=True)]
 
 
 def _solve_free(G: list[list[float]], c: list[float], free: list[bool]) -> list[float]:
