@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import operator
+
 import torch
 from torch import Tensor
 
@@ -65,7 +67,7 @@ def _frank_wolfe_on_floats(gramian: Tensor, epsilon: float, max_iters: int) -> l
     for _ in range(max_iters):
         t = min(range(m), key=g_alpha.__getitem__)  # the first minimum, as torch.argmin
         column = row(t)
-        a, b, c = g_alpha[t], sum(x * y for x, y in zip(alpha, g_alpha, strict=True)), column[t]
+        a, b, c = g_alpha[t], sum(map(operator.mul, alpha, g_alpha)), column[t]
         if c <= a:
             gamma = 1.0
         elif b <= a:

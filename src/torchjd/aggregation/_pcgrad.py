@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import operator
+
 import torch
 from torch import Tensor
 
@@ -60,7 +62,7 @@ def _project_conflicts_on_floats(G: list[list[float]], orders: list[list[int]]) 
         for j in orders[i]:
             if j == i or G[j][j] <= 0.0:
                 continue
-            inner = sum(G[j][k] * coefficients[k] for k in range(m))
+            inner = sum(map(operator.mul, G[j], coefficients))  # (map: no frame per term)
             if inner < 0.0:
                 coefficients[j] -= inner / G[j][j]
         for k in range(m):
