@@ -52,7 +52,7 @@ def _project_one(u: list[float], G: list[list[float]], scale: float, max_iter: i
         tol = scale * max(u_max, max(map(abs, z)))
         violators = [j for j in range(m) if (z[j] * G[j][j] < -tol if free[j] else y[j] < -tol)]
         if not violators:
-            return [a + (b if b > 0.0 else 0.0) for a, b in zip(u, z, strict=True)]
+            return [a + max(b, 0.0) for a, b in zip(u, z, strict=True)]
         # Kim & Park's exchange: all violators while their number decreases (or for a few
         # more tries), else only the last one (Murty's backup rule, which makes it finite).
         if len(violators) < best:
