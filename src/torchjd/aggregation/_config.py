@@ -1,11 +1,18 @@
 from __future__ import annotations
 
 import math
+import operator
 
 import torch
 from torch import Tensor
 
 from torchjd.linalg import Matrix
+from torchjd.linalg._host_cholesky import (
+    CUTOFF_MARGIN,
+    cholesky,
+    cholesky_solve,
+    smallest_eigenvalue_exceeds,
+)
 from torchjd.linalg._matrix import compute_gramian
 from torchjd.linalg._sym2 import pinv2
 
@@ -86,6 +93,54 @@ def _two_objectives(gramian: Tensor, pref: Tensor) -> Tensor:
     return torch.tensor([y[0] * scale, y[1] * scale], dtype=gramian.dtype, device=gramian.device)
 
 
+def _few_objectives(gramian: Tensor, pref: Tensor) -> Tensor:
+    """:func:`_config_weights` for a handful of objectives (on the CPU, without a graph), in
+    Python floats (float64).
+
+    Two tensor operations (reading ``G`` and building the result) instead of about forty, each
+    of which costs microseconds of dispatch while the arithmetic is a few hundred flops. When the
+    unit Gramian is provably far from singular (see :func:`smallest_eigenvalue_exceeds`), no
+    eigenvalue is below the cut-off of ``torch.linalg.pinv(hermitian=True)`` (``m·eps`` times the
+    largest, with the Gramian's ``eps``) and its pseudo-inverse is its inverse, applied by
+    Cholesky; otherwise by ``eigh``, with that cut-off.
+    """
+    rows: list[list[float]] = gramian.tolist()
+    w: list[float] = pref.tolist()
+    m = len(rows)
+    eps = torch.finfo(gramian.dtype).eps
+    inverse = [1.0 / math.sqrt(rows[i][i]) if rows[i][i] > 0.0 else 0.0 for i in range(m)]
+    unit = [[rows[a][b] * inverse[a] * inverse[b] for b in range(m)] for a in range(m)]
+    trace = sum(unit[i][i] for i in range(m))  # the number of non-zero rows, up to rounding
+    L = cholesky(unit, list(range(m)))
+    if L is not None and smallest_eigenvalue_exceeds(L, trace, CUTOFF_MARGIN * m * eps * trace):
+        x = cholesky_solve(L, w)  # pinv(D G D) w
+    else:
+        x = _pinv_times(unit, w, m * eps)
+    y = list(map(operator.mul, inverse, x))
+    g_y = [sum(map(operator.mul, row, y)) for row in rows]
+    squared_norm = sum(map(operator.mul, y, g_y))  # ‖b‖²
+    threshold = m * eps * sum(map(operator.mul, w, w))  # as in `_negligible_squared_norm`
+    negligible = threshold / trace if trace > 0.0 else threshold
+    scale = sum(g_y) / squared_norm if squared_norm > negligible else 0.0
+    return torch.tensor([y_j * scale for y_j in y], dtype=gramian.dtype, device=gramian.device)
+
+
+def _pinv_times(matrix: list[list[float]], w: list[float], rtol: float) -> list[float]:
+    """``pinv(matrix) w`` for a symmetric ``matrix``, from its ``eigh`` (in float64): the
+    eigenvalues of absolute value at most ``rtol`` times the largest are treated as zero.
+    """
+    values, vectors = torch.linalg.eigh(torch.tensor(matrix, dtype=torch.float64))
+    eigenvalues: list[float] = values.tolist()
+    eigenvectors: list[list[float]] = vectors.mT.tolist()  # one eigenvector per row
+    cutoff = rtol * max(abs(value) for value in eigenvalues)
+    x = [0.0] * len(w)
+    for value, vector in zip(eigenvalues, eigenvectors, strict=True):
+        if abs(value) > cutoff:
+            coefficient = sum(map(operator.mul, vector, w)) / value
+            x = [x_j + coefficient * v_j for x_j, v_j in zip(x, vector, strict=True)]
+    return x
+
+
 class ConFIG(NonDifferentiable, Aggregator):
     """Moves along the direction that has the same (preference-weighted) cosine with every row
     (Conflict-Free Inverse Gradients), scaled by the sum of the projections of the rows.
@@ -130,8 +185,9 @@ class ConFIG(NonDifferentiable, Aggregator):
         # The preference weighting only uses the number of rows: giving it the [m, m] Gramian
         # rather than J avoids validating the large matrix a second time.
         pref = self.pref_weighting(gramian).to(gramian.dtype)
-        if gramian.shape[0] == 2 and use_python_floats(gramian):
-            weights = _two_objectives(gramian, pref)
+        if use_python_floats(gramian):
+            m = gramian.shape[0]
+            weights = _two_objectives(gramian, pref) if m == 2 else _few_objectives(gramian, pref)
         else:
             weights = _config_weights(gramian, pref)
         return weights.to(matrix.dtype) @ matrix

@@ -5,7 +5,12 @@ import math
 import torch
 from torch import Tensor
 
-from torchjd.linalg._host_cholesky import cholesky, cholesky_solve, smallest_eigenvalue_exceeds
+from torchjd.linalg._host_cholesky import (
+    CUTOFF_MARGIN,
+    cholesky,
+    cholesky_solve,
+    smallest_eigenvalue_exceeds,
+)
 from torchjd.linalg._sym2 import pinv2
 
 from ._aggregator_bases import GramianWeightedAggregator
@@ -60,9 +65,6 @@ class IMTLGWeighting(NonDifferentiable, _GramianWeighting):
 # for 16, 1.24x for 32).
 _MAX_CHOLESKY_M = 16
 _MAX_HOST_M = 64
-# Where the smallest eigenvalue is provably above this many times pinv's cutoff, no eigenvalue is
-# cut, even after the rounding of a computed decomposition, so that `G⁺ = G⁻¹`.
-_CUTOFF_MARGIN = 10.0
 
 
 def _through_cholesky(stat: Tensor) -> Tensor | None:
@@ -71,7 +73,7 @@ def _through_cholesky(stat: Tensor) -> Tensor | None:
 
     ``pinv`` cuts the eigenvalues below ``m · eps · λ_max``. ``trace(G)`` bounds ``λ_max`` from
     above, and the Cholesky factor ``λ_min`` from below (see :func:`smallest_eigenvalue_exceeds`):
-    when ``λ_min`` is above ``_CUTOFF_MARGIN`` times that cutoff of ``trace(G)``, no eigenvalue
+    when ``λ_min`` is above ``CUTOFF_MARGIN`` times that cutoff of ``trace(G)``, no eigenvalue
     is cut. The result is then computed in float64.
     """
     m = stat.shape[0]
@@ -82,7 +84,7 @@ def _through_cholesky(stat: Tensor) -> Tensor | None:
     diagonal = [G[i][i] for i in range(m)]
     trace = math.fsum(diagonal)
     cutoff = m * torch.finfo(stat.dtype).eps * trace
-    if not smallest_eigenvalue_exceeds(L, trace, _CUTOFF_MARGIN * cutoff):
+    if not smallest_eigenvalue_exceeds(L, trace, CUTOFF_MARGIN * cutoff):
         return None
     v = cholesky_solve(L, [math.sqrt(x) for x in diagonal])  # (a positive diagonal: L exists)
     return _normalised(v, stat)

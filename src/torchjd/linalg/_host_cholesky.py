@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import math
 
+# Where the smallest eigenvalue is provably above this many times ``pinv``'s cutoff, no eigenvalue
+# is cut, even after the rounding of a computed decomposition, so that ``G⁺ = G⁻¹``.
+CUTOFF_MARGIN = 10.0
+
 
 def cholesky(G: list[list[float]], index: list[int]) -> list[list[float]] | None:
     """The lower factor ``L`` of ``G[index][:, index] = L Lᵀ``, or ``None`` when a pivot is not

@@ -8,7 +8,7 @@ from torch.testing import assert_close
 
 from settings import DEVICE, DTYPE
 from torchjd.aggregation import ConFIG
-from torchjd.aggregation._config import _config_weights, _two_objectives
+from torchjd.aggregation._config import _config_weights, _few_objectives, _two_objectives
 from utils.tensors import randn_, tensor_, zeros_
 
 J_BASE = [[-4.0, 1.0, 1.0], [6.0, 1.0, 1.0]]
@@ -192,3 +192,39 @@ def test_two_objectives_in_closed_form_match_the_tensor_path(
     w = torch.tensor(pref, dtype=torch.float64)
     expected = _config_weights(gramian, w)
     assert_close(_two_objectives(gramian, w), expected, atol=1e-12, rtol=1e-10)
+
+
+def _rank_deficient(m: int, rank: int) -> list[list[float]]:
+    generator = torch.Generator().manual_seed(m + 10 * rank)
+    basis = torch.randn(rank, 6, generator=generator, dtype=torch.float64)
+    rows = torch.randn(m, rank, generator=generator, dtype=torch.float64) @ basis
+    return rows.tolist()
+
+
+@pytest.mark.parametrize(
+    "J",
+    [
+        torch.randn(3, 5, generator=torch.Generator().manual_seed(0)).tolist(),
+        torch.randn(8, 4, generator=torch.Generator().manual_seed(1)).tolist(),  # rank 4 of 8
+        _rank_deficient(6, 2),
+        [[2.0, 0.0], [-0.5, 0.0], [3.0, 0.0], [-1.0, 0.0]],  # b = 0 for w = 1
+        [[0.0, 0.0], [1.0, 2.0], [0.0, 0.0]],  # zero rows
+        [[0.0] * 3] * 5,
+        [[3e-8, 1e-8, 0.0], [1e-8, 2e-8, 1e-8], [0.0, 1e-8, 5e-8]],
+    ],
+)
+@pytest.mark.parametrize("pref_scale", [None, 2.0])
+def test_few_objectives_on_python_floats_match_the_tensor_path(
+    J: list[list[float]], pref_scale: float | None
+) -> None:
+    """With 3 to 8 objectives (on the CPU, without autograd), everything but the
+    eigendecomposition is computed on Python floats: the weights are those of the tensor path,
+    in float64."""
+    matrix = torch.tensor(J, dtype=torch.float64)
+    gramian = matrix @ matrix.T
+    m = matrix.shape[0]
+    w = torch.ones(m, dtype=torch.float64)
+    if pref_scale is not None:
+        w = w + pref_scale * torch.arange(m, dtype=torch.float64) / m
+    expected = _config_weights(gramian, w)
+    assert_close(_few_objectives(gramian, w), expected, atol=1e-12, rtol=1e-9)
